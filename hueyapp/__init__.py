@@ -1,0 +1,29 @@
+"""hueyapp: Celery's everyday API, embedded on Huey and one SQLite file.
+
+Where things live:
+
+* :mod:`hueyapp.config`   settings (``HUEYAPP_*``) and the factory of per-queue Hueys
+* :mod:`hueyapp.app`      the app: settings, declared queues, ``task`` decorator
+* :mod:`hueyapp.tasks`    the default app's ``huey`` instance, queues and example tasks
+* :mod:`hueyapp.task`     a declared task: ``delay``, ``apply_async``, ``s``, ``si``
+* :mod:`hueyapp.canvas`   signatures, ``chain``, ``group``, ``chord``
+* :mod:`hueyapp.result`   ``AsyncResult``, ``GroupResult``
+* :mod:`hueyapp.outcome`  what a finished task leaves in the result store
+* :mod:`hueyapp.engine`   the per-queue Huey: routing, bulk enqueue, chord semantics
+* :mod:`hueyapp.registry` the task message (Huey's, plus queue and immutability)
+* :mod:`hueyapp.storage`  SQLite storage: shared keys, expiring keys, blocking dequeue
+* :mod:`hueyapp.consumer` Huey's consumer plus the expired-result sweep
+* :mod:`hueyapp.lock`     expiring, owner-checked locks and ``single_run``
+* :mod:`hueyapp.feeds`    feed download, parsing and storage (``import_feed``)
+* :mod:`hueyapp.testing`  immediate mode for users' tests, and a real consumer runner
+"""
+from hueyapp.canvas import chain, chord, group, signature
+from hueyapp.errors import (ChordError, HueyappError, SerializationError, TaskError,
+                            TaskRevokedError, TimeoutError)
+from hueyapp.result import AsyncResult, GroupResult
+
+__all__ = [
+    'AsyncResult', 'GroupResult', 'chain', 'chord', 'group', 'signature',
+    'ChordError', 'HueyappError', 'SerializationError', 'TaskError', 'TaskRevokedError',
+    'TimeoutError',
+]

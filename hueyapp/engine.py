@@ -1,0 +1,173 @@
+"""One queue's Huey, which knows its sibling queues and gives Huey Celery's semantics.
+
+``RoutedHuey`` extends :class:`huey.api.Huey`. Every queue of an app is one instance; all
+share the task registry and the SQLite file. The overrides, each marked where it sits:
+
+* ``enqueue`` sends a task to the queue it names (a chain's next step, a chord's body or a
+  retry may be bound for another queue than the one that ran its parent);
+* ``enqueue_many`` writes a whole group or chord header in one transaction, all or nothing;
+* ``serialize_task`` fails with the task's name when an argument cannot be serialized;
+* immediate mode serializes and deserializes each task, then runs it at once (countdowns and
+  retry delays included), so users' unit tests see what the consumer would do;
+* ``_check_chord``: the body runs only when every header task succeeded, else its result is
+  a ``ChordError`` naming the failed task (Huey would run the body with the error values);
+* revoked and expired tasks leave a ``Revoked`` outcome instead of no result at all.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+from typing import Iterable, Mapping
+
+from huey import signals as S
+from huey.api import Huey, PeriodicTask, Task
+from huey.utils import SKIPPED, Error
+
+from hueyapp.errors import ChordError, SerializationError
+from hueyapp.outcome import Revoked, failure
+from hueyapp.storage import SqliteStorage
+from hueyapp.task import TaskFunction
+
+logger = logging.getLogger('hueyapp')
+
+
+class RoutedHuey(Huey):
+    storage_class = SqliteStorage
+
+    def __init__(self, name: str, *, queues: Mapping[str, 'RoutedHuey'], registry, app,
+                 **kwargs) -> None:
+        super().__init__(name, results=True, store_none=True, utc=True,
+                         store_intermediate_errors=False, immediate_use_memory=False, **kwargs)
+        self._registry = registry
+        self.queues = queues
+        self.app = app
+        self.signal(S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED)(self._record_not_run)
+
+    def get_task_wrapper_class(self):
+        return TaskFunction
+
+    def task(self, *args, **kwargs):
+        """Huey's ``task()``; ``queue=`` (default: this one) says where calls go."""
+        kwargs.setdefault('queue', self.name)
+        return super().task(*args, **kwargs)
+
+    def periodic_task(self, *args, **kwargs):
+        kwargs.setdefault('queue', self.name)
+        return super().periodic_task(*args, **kwargs)
+
+    def create_consumer(self, **options):
+        """Huey's consumer plus the result sweep; imports ``HUEYAPP_IMPORTS`` first."""
+        from hueyapp.consumer import Consumer
+        for module in self.app.settings.imports:
+            importlib.import_module(module)
+        return Consumer(self, **options)
+
+    # -- routing ----------------------------------------------------------------------
+    def queue_named(self, name: str) -> 'RoutedHuey':
+        try:
+            return self.queues[name]
+        except KeyError:
+            raise ValueError(f'unknown queue {name!r}; declared queues: '
+                             f'{", ".join(self.queues)} (set HUEYAPP_QUEUES)') from None
+
+    def queue_for(self, task: Task) -> 'RoutedHuey':
+        return self.queue_named(getattr(task, 'queue', None) or self.name)
+
+    def enqueue(self, task):
+        # Extends Huey.enqueue, which always writes to this instance's queue.
+        if isinstance(task, Task):
+            target = self.queue_for(task)
+            if target is not self:
+                return target.enqueue(task)
+            if self.immediate:
+                task = self._as_delivered(task)
+        return super().enqueue(task)
+
+    def enqueue_many(self, tasks: Iterable[Task]) -> None:
+        """Enqueue several tasks, each to its own queue, in one transaction."""
+        tasks = list(tasks)
+        if self.immediate:
+            for task in tasks:
+                self.enqueue(task)
+            return
+        rows = []
+        for task in tasks:
+            if task.expires:
+                task.resolve_expires(self.utc)
+            rows.append((self.queue_for(task).name, self.serialize_task(task), task.priority))
+        self.storage.enqueue_many(rows)
+        for task in tasks:
+            self._emit(S.SIGNAL_ENQUEUED, task)
+
+    def serialize_task(self, task: Task) -> bytes:
+        try:
+            return super().serialize_task(task)
+        except Exception as exc:
+            raise SerializationError(
+                f'cannot serialize a call of task {task.name!r}: {exc}; nothing was enqueued') from exc
+
+    def read_periodic(self, timestamp):
+        # Huey's scheduler asks every consumer; only the queue a periodic task belongs to fires it.
+        return [task for task in super().read_periodic(timestamp) if self.queue_for(task) is self]
+
+    # -- immediate mode ---------------------------------------------------------------
+    def _as_delivered(self, task: Task) -> Task:
+        """The task as a consumer would see it: through the serializer, due now."""
+        delivered = self.deserialize_task(self.serialize_task(task))
+        delivered.eta = None
+        return delivered
+
+    def add_schedule(self, task: Task) -> None:
+        # Huey.add_schedule parks a task until its eta; immediate mode runs it now, as Celery's eager mode.
+        if self.immediate:
+            task.eta = None
+            self.enqueue(task)
+        else:
+            super().add_schedule(task)
+
+    # -- outcomes ---------------------------------------------------------------------
+    def build_error_result(self, task: Task, exception: BaseException) -> dict:
+        # Extends Huey's error metadata with the exception's type and args (see hueyapp.outcome).
+        return failure(task.id, exception, task.retries).metadata
+
+    def _record_not_run(self, signal: str, task: Task, *args) -> None:
+        if isinstance(task, PeriodicTask):
+            return
+        outcome = Revoked(task.id, signal)
+        step = task
+        while step is not None:
+            self.put_result(step.id, outcome)
+            step = step.on_complete
+
+    def _abort_chord_member(self, task: Task, value):
+        # Huey reports a skipped member as an anonymous SKIPPED; name it, for the ChordError.
+        if value is SKIPPED:
+            value = Revoked(task.id, 'skipped')
+        return super()._abort_chord_member(task, value)
+
+    def _check_chord(self, cc, value) -> None:
+        # Replaces Huey._check_chord (same keys and counter) to give Celery's semantics:
+        # the body receives the ordered list of results, and does not run if a member failed.
+        self.put_result(f'chord:{cc.cid}:{cc.idx}', value)
+        if self.storage.incr(f'chord:{cc.cid}') != cc.size:
+            return
+        self.storage.delete_counter(f'chord:{cc.cid}')
+        keys = [f'chord:{cc.cid}:{idx}' for idx in range(cc.size)]
+        values = [self.get(key, peek=True) for key in keys]
+        for key in keys:
+            self.delete(key)
+
+        callback = copy.copy(cc.callback)
+        bad = next((v for v in values if isinstance(v, (Error, Revoked))), None)
+        if bad is None:
+            callback.extend_data(values)
+            self.enqueue(callback)
+            return
+        cause = (bad.metadata.get('error') if isinstance(bad, Error) else 'was revoked')
+        failed_id = bad.metadata.get('task_id') if isinstance(bad, Error) else bad.task_id
+        error = failure(callback.id, ChordError(f'Dependency {failed_id} raised {cause}'))
+        step = callback
+        while step is not None:
+            self.put_result(step.id, error)
+            step = step.on_complete

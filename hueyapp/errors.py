@@ -1,0 +1,38 @@
+"""Exceptions a hueyapp user may catch (named after Celery's, where Celery has one)."""
+from __future__ import annotations
+
+import builtins
+
+from huey.exceptions import ResultTimeout
+
+
+class HueyappError(Exception):
+    """Base of hueyapp's own errors."""
+
+
+class TimeoutError(ResultTimeout, builtins.TimeoutError):
+    """``get(timeout=...)`` ran out before the task finished (also a builtin TimeoutError)."""
+
+
+class SerializationError(HueyappError, TypeError):
+    """A task's arguments cannot be serialized; nothing was enqueued."""
+
+
+class TaskError(HueyappError):
+    """A task failed with an exception this process cannot rebuild; carries its type and text."""
+
+    def __init__(self, exc_type: str, message: str) -> None:
+        super().__init__(exc_type, message)
+        self.exc_type = exc_type
+        self.message = message
+
+    def __str__(self) -> str:
+        return f'{self.exc_type}: {self.message}'
+
+
+class TaskRevokedError(HueyappError):
+    """The task was revoked or expired before it ran."""
+
+
+class ChordError(HueyappError):
+    """A chord's header task failed, so its body never ran."""

@@ -1,0 +1,61 @@
+"""What a finished task leaves in the result store, and how an exception travels in it.
+
+A success is the return value itself. A failure is Huey's ``Error(metadata)``; hueyapp adds
+the exception's type path and arguments to the metadata so ``get()`` can raise the task's
+own exception type in another process. A task that never ran leaves a ``Revoked`` marker.
+"""
+from __future__ import annotations
+
+import importlib
+import pickle
+import traceback
+from collections import namedtuple
+from typing import Any
+
+from huey.utils import Error
+
+from hueyapp.errors import TaskError
+
+Revoked = namedtuple('Revoked', ('task_id', 'reason'))
+
+
+def describe_exception(exc: BaseException) -> dict[str, Any]:
+    """The portable part of an exception: type path, message, and its args if they pickle."""
+    exc_type = type(exc)
+    try:
+        args = pickle.loads(pickle.dumps(exc.args))
+    except Exception:
+        args = None
+    return {
+        'exc_type': f'{exc_type.__module__}.{exc_type.__qualname__}',
+        'exc_message': str(exc),
+        'exc_args': args,
+    }
+
+
+def failure(task_id: str, exc: BaseException, retries: int = 0) -> Error:
+    """A failure outcome for ``exc`` raised (or decided) for ``task_id``."""
+    return Error({
+        'error': repr(exc),
+        'retries': retries,
+        'traceback': ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        'task_id': task_id,
+        **describe_exception(exc),
+    })
+
+
+def rebuild_exception(metadata: dict[str, Any]) -> BaseException:
+    """The task's own exception if its type imports here and accepts its args, else TaskError."""
+    type_path = metadata.get('exc_type') or 'Exception'
+    message = metadata.get('exc_message') or metadata.get('error') or ''
+    module_name, _, qualname = type_path.rpartition('.')
+    try:
+        found: Any = importlib.import_module(module_name or 'builtins')
+        for part in qualname.split('.'):
+            found = getattr(found, part)
+        if isinstance(found, type) and issubclass(found, BaseException):
+            args = metadata.get('exc_args')
+            return found(*args) if args is not None else found(message)
+    except Exception:
+        pass
+    return TaskError(type_path, message)

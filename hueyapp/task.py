@@ -1,0 +1,86 @@
+"""What a declared task is: the function users call, and the Huey task instance it makes.
+
+``TaskFunction`` extends :class:`huey.api.TaskWrapper` with Celery's calling API. Calling it
+runs the function here and now, as in Celery (Huey would enqueue instead); ``delay`` and
+``apply_async`` enqueue. ``RoutedTask`` extends :class:`huey.api.Task` with the queue it is
+bound for and Celery's rule for chains: a parent's return value becomes the *first*
+argument of the next task, as one value (Huey appends it, and splats tuples).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+from huey.api import PeriodicTask, Task, TaskWrapper
+
+if TYPE_CHECKING:
+    from hueyapp.canvas import Signature
+    from hueyapp.result import AsyncResult, GroupResult
+
+
+class RoutedTask(Task):
+    queue: str | None = None      # class default set by ``@huey.task(queue=...)``
+    immutable: bool = False       # ``.si()``: ignores its parent's result
+
+    def extend_data(self, data: Any) -> None:
+        """Huey's hook for a parent result (chains, chord bodies): prepend it, unsplatted."""
+        if not self.immutable:
+            self.args = (data,) + tuple(self.args)
+
+
+class RoutedPeriodicTask(RoutedTask, PeriodicTask):
+    pass
+
+
+class TaskFunction(TaskWrapper):
+    """A function declared with ``@huey.task()``: call it, ``delay`` it, or sign it."""
+
+    task_base = RoutedTask
+
+    def __init__(self, huey, func, context=False, name=None, task_base=None, **settings) -> None:
+        # Huey.periodic_task passes its own PeriodicTask base; ours adds routing to it.
+        if task_base is PeriodicTask:
+            task_base = RoutedPeriodicTask
+        super().__init__(huey, func, context=context, name=name, task_base=task_base, **settings)
+        self.name = huey._registry.task_to_string(self.task_class)
+        self.__name__ = getattr(func, '__name__', self.name)
+        self.__module__ = getattr(func, '__module__', None)
+
+    def __repr__(self) -> str:
+        return f'<task {self.name}>'
+
+    @property
+    def queue(self) -> str:
+        """The queue this task goes to unless a call says otherwise."""
+        return self.task_class.queue or self.huey.name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function in this process, as Celery does (no queue, no result)."""
+        return self.func(*args, **kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> 'Signature':
+        """A signature: this task with (partial) arguments, to call or compose later."""
+        from hueyapp.canvas import Signature
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> 'Signature':
+        """An immutable signature: in a chain it does not receive its parent's result."""
+        from hueyapp.canvas import Signature
+        return Signature(self, args, kwargs, immutable=True)
+
+    def signature(self, args: Iterable = (), kwargs: dict | None = None, **options: Any) -> 'Signature':
+        from hueyapp.canvas import Signature
+        return Signature(self, tuple(args), kwargs or {}, options=options)
+
+    def delay(self, *args: Any, **kwargs: Any) -> 'AsyncResult':
+        """Enqueue with these arguments; every keyword reaches the function untouched."""
+        return self.s(*args, **kwargs).apply_async()
+
+    def apply_async(self, args: Iterable = (), kwargs: dict | None = None, **options: Any) -> 'AsyncResult':
+        """Enqueue with options: countdown, eta, expires, queue, priority, retries, task_id."""
+        return self.signature(args, kwargs).apply_async(**options)
+
+    def map(self, iterable: Iterable) -> 'GroupResult':
+        """Huey's ``map``: enqueue one call per item (tuples are argument lists)."""
+        from hueyapp.canvas import group
+        return group(self.s(*(item if isinstance(item, tuple) else (item,)))
+                     for item in iterable).apply_async()
