@@ -1,0 +1,32 @@
+"""Tasks only the consumer integration tests use, declared on the default app.
+
+Consumers run them with ``huey_consumer tests.worker_tasks.huey`` and
+``huey_consumer tests.worker_tasks.hipri`` (cwd: the checkout, so ``tests`` imports); this
+module re-exports the default app's queues so that importing it registers these tasks too.
+"""
+from __future__ import annotations
+
+import time
+
+from hueyapp.tasks import add, app, huey, hipri  # noqa: F401  (re-exported for huey_consumer)
+
+__all__ = ['add', 'app', 'huey', 'hipri', 'echo', 'hipri_echo', 'sleepy_echo']
+
+
+@app.task()
+def echo(*args, **kwargs):
+    """Returns exactly what reached the function in the worker."""
+    return args, kwargs
+
+
+@app.task(queue='hipri')
+def hipri_echo(*args, **kwargs):
+    """Declared with its own default queue: ``delay`` sends it to hipri."""
+    return args, kwargs
+
+
+@app.task()
+def sleepy_echo(seconds, value):
+    """Holds a worker for ``seconds``, then returns ``value``."""
+    time.sleep(seconds)
+    return value
