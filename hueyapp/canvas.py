@@ -38,11 +38,16 @@ def _inherited(canvas_options: dict) -> dict:
     return {key: canvas_options[key] for key in ROUTING_OPTIONS if canvas_options.get(key) is not None}
 
 
+def _as_utc(moment: Any) -> Any:
+    """Celery reads a naive datetime as UTC; Huey would read it as local time."""
+    if isinstance(moment, datetime.datetime) and moment.tzinfo is None:
+        return moment.replace(tzinfo=datetime.timezone.utc)
+    return moment
+
+
 def _resolve_eta(countdown: float | None, eta: datetime.datetime | None) -> datetime.datetime | None:
     if eta is not None:
-        if eta.tzinfo is None:  # Celery reads a naive eta as UTC; Huey would read local time.
-            eta = eta.replace(tzinfo=datetime.timezone.utc)
-        return normalize_time(eta=eta, utc=True)
+        return normalize_time(eta=_as_utc(eta), utc=True)
     if countdown is not None:
         return normalize_time(delay=countdown, utc=True)
     return None
@@ -95,7 +100,7 @@ class Signature:
         options = {**(canvas_options or {}), **self.options}
         queue = options.get('queue') or self.task.queue
         self.task.huey.queue_named(queue)  # unknown queue: ValueError naming the declared ones
-        expires = options.get('expires')
+        expires = _as_utc(options.get('expires'))
         task = self.task.task_class(
             self.args, self.kwargs,
             id=options.get('task_id') or None,

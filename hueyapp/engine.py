@@ -21,8 +21,8 @@ import logging
 from typing import Iterable, Mapping
 
 from huey import signals as S
-from huey.api import Huey, PeriodicTask, Task
-from huey.utils import SKIPPED, Error
+from huey.api import Huey, Task
+from huey.utils import SKIPPED, Error, normalize_time
 
 from hueyapp.errors import ChordError, SerializationError
 from hueyapp.outcome import Revoked, failure
@@ -87,15 +87,15 @@ class RoutedHuey(Huey):
     def enqueue_many(self, tasks: Iterable[Task]) -> None:
         """Enqueue several tasks, each to its own queue, in one transaction."""
         tasks = list(tasks)
+        rows = []
+        for task in tasks:  # serialize every task before writing any
+            if task.expires:
+                task.resolve_expires(self.utc)
+            rows.append((self.queue_for(task).name, self.serialize_task(task), task.priority))
         if self.immediate:
             for task in tasks:
                 self.enqueue(task)
             return
-        rows = []
-        for task in tasks:
-            if task.expires:
-                task.resolve_expires(self.utc)
-            rows.append((self.queue_for(task).name, self.serialize_task(task), task.priority))
         self.storage.enqueue_many(rows)
         for task in tasks:
             self._emit(S.SIGNAL_ENQUEUED, task)
@@ -104,8 +104,34 @@ class RoutedHuey(Huey):
         try:
             return super().serialize_task(task)
         except Exception as exc:
+            culprit = self._unserializable_step(task) or task
             raise SerializationError(
-                f'cannot serialize a call of task {task.name!r}: {exc}; nothing was enqueued') from exc
+                f'cannot serialize a call of task {culprit.name!r}: {exc}; nothing was enqueued') from exc
+
+    def _unserializable_step(self, task: Task) -> Task | None:
+        """Which task of a message (its chain steps, its chord's body) has the bad arguments."""
+        steps, step = [], task
+        while step is not None:
+            steps.append(step)
+            if step.chord_config is not None:
+                steps.append(step.chord_config.callback)
+            step = step.on_complete
+        for step in steps:
+            try:
+                self.serializer.serialize(step.data)
+            except Exception:
+                return step
+            if step is not task and step.on_complete is not None:
+                found = self._unserializable_step(step)
+                if found is not None:
+                    return found
+        return None
+
+    def revoke(self, task, revoke_until=None, revoke_once=False):
+        # Huey.revoke keeps the flag forever; here it lives as long as a result would.
+        if revoke_until is not None:
+            revoke_until = normalize_time(revoke_until, utc=self.utc)
+        self.put_result(task.revoke_id, (revoke_until, revoke_once))
 
     def read_periodic(self, timestamp):
         # Huey's scheduler asks every consumer; only the queue a periodic task belongs to fires it.
@@ -132,8 +158,6 @@ class RoutedHuey(Huey):
         return failure(task.id, exception, task.retries).metadata
 
     def _record_not_run(self, signal: str, task: Task, *args) -> None:
-        if isinstance(task, PeriodicTask):
-            return
         outcome = Revoked(task.id, signal)
         step = task
         while step is not None:

@@ -49,23 +49,32 @@ class AsyncResult:
     def __hash__(self) -> int:
         return hash(self.id)
 
+    def __reduce__(self):
+        # A task may return a result handle (Celery stores it by id); it rebinds to the reader's app.
+        return (AsyncResult, (self.id, None, self.parent))
+
     @property
     def _huey(self):
         return self.app.default
 
     def _read(self) -> Any:
-        """The stored outcome, or ``_NOT_READY``; a finished outcome is cached on the handle."""
+        """The outcome, or ``_NOT_READY``; a stored outcome is cached on the handle.
+
+        A task revoked while still queued reads as revoked at once, as its state says.
+        """
         if self._outcome is _NOT_READY:
             raw = self._huey.storage.peek_data(self.id)
             if raw is not EmptyData:
                 self._outcome = self._huey.serializer.deserialize(raw)
+            elif self._huey.is_revoked(self.id):
+                return Revoked(self.id, 'revoked before it ran')
         return self._outcome
 
     @property
     def state(self) -> str:
         outcome = self._read()
         if outcome is _NOT_READY:
-            return REVOKED if self._huey.is_revoked(self.id) else PENDING
+            return PENDING
         if isinstance(outcome, Error):
             return FAILURE
         if isinstance(outcome, Revoked):

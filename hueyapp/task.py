@@ -8,9 +8,12 @@ argument of the next task, as one value (Huey appends it, and splats tuples).
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Iterable
 
 from huey.api import PeriodicTask, Task, TaskWrapper
+
+from hueyapp.errors import SerializationError
 
 if TYPE_CHECKING:
     from hueyapp.canvas import Signature
@@ -27,19 +30,18 @@ class RoutedTask(Task):
             self.args = (data,) + tuple(self.args)
 
 
-class RoutedPeriodicTask(RoutedTask, PeriodicTask):
-    pass
-
-
 class TaskFunction(TaskWrapper):
     """A function declared with ``@huey.task()``: call it, ``delay`` it, or sign it."""
 
     task_base = RoutedTask
 
     def __init__(self, huey, func, context=False, name=None, task_base=None, **settings) -> None:
-        # Huey.periodic_task passes its own PeriodicTask base; ours adds routing to it.
+        # Huey.periodic_task passes its PeriodicTask base, whose results Huey never stores.
+        # Here a periodic task is an ordinary task that also fires on its schedule (as with
+        # Celery beat), so `refresh_feeds.delay().get()` works; Huey's registry recognises it
+        # by its `validate_datetime` attribute alone.
         if task_base is PeriodicTask:
-            task_base = RoutedPeriodicTask
+            task_base = RoutedTask
         super().__init__(huey, func, context=context, name=name, task_base=task_base, **settings)
         self.name = huey._registry.task_to_string(self.task_class)
         self.__name__ = getattr(func, '__name__', self.name)
@@ -47,6 +49,24 @@ class TaskFunction(TaskWrapper):
 
     def __repr__(self) -> str:
         return f'<task {self.name}>'
+
+    def create_task(self, func, context=False, name=None, **settings):
+        # Extends TaskWrapper.create_task: a return value that cannot be stored fails the task
+        # (Huey would raise while storing it, after the run, and leave the result missing).
+        serialize = self.huey.serializer.serialize
+        task_name = name or func.__name__
+
+        @functools.wraps(func)
+        def returning_serializable(*args, **kwargs):
+            value = func(*args, **kwargs)
+            try:
+                serialize(value)
+            except Exception as exc:
+                raise SerializationError(
+                    f'task {task_name!r} returned a value that cannot be serialized: {exc}') from None
+            return value
+
+        return super().create_task(returning_serializable, context, name, **settings)
 
     @property
     def queue(self) -> str:

@@ -13,8 +13,7 @@ import pytest  # noqa: E402
 
 from hueyapp.tasks import app  # noqa: E402
 from hueyapp.testing import ConsumerProcess, immediate_mode  # noqa: E402
-
-pytest_plugins = ['hueyapp.testing']
+from hueyapp.testing import hueyapp_immediate  # noqa: E402,F401  (the fixture users get)
 
 
 @pytest.fixture

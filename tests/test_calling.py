@@ -5,15 +5,22 @@ import threading
 import pytest
 
 from hueyapp import AsyncResult, SerializationError
-from hueyapp.canvas import chord, group
-from hueyapp.tasks import add, app, hipri, huey, xsum
+from hueyapp.canvas import chain, chord, group
+from hueyapp.tasks import add, app, hipri, huey, mul, xsum
 
 RETRY_CALLS = []
+RAN = []
 
 
 @app.task()
 def echo(*args, **kwargs):
     return args, kwargs
+
+
+@app.task()
+def record(x):
+    RAN.append(x)
+    return x
 
 
 @app.task()
@@ -106,6 +113,13 @@ def test_group_with_one_unpicklable_member_enqueues_none_of_them(db):
     assert pending() == 0
 
 
+def test_serialization_error_names_the_chain_step_that_cannot_be_serialized(db):
+    with pytest.raises(SerializationError) as info:
+        chain(add.s(1, 1), mul.s(threading.Lock())).apply_async()
+    assert "'mul'" in str(info.value)
+    assert pending() == 0
+
+
 def test_chord_with_one_unpicklable_member_enqueues_none_of_them(db):
     members = [add.s(i, i) for i in range(4)] + [add.s(threading.Lock(), 1)]
     with pytest.raises(SerializationError):
@@ -116,6 +130,15 @@ def test_chord_with_one_unpicklable_member_enqueues_none_of_them(db):
 def test_unpicklable_argument_raises_serialization_error_in_immediate_mode(immediate):
     with pytest.raises(SerializationError, match='add'):
         add.delay(threading.Lock(), 1)
+
+
+def test_group_with_one_unpicklable_member_runs_none_of_them_in_immediate_mode(immediate):
+    # Immediate mode must show what a consumer would do: the group is refused as a whole.
+    RAN.clear()
+    members = [record.s(i) for i in range(4)] + [record.s(threading.Lock())]
+    with pytest.raises(SerializationError):
+        group(members).apply_async()
+    assert RAN == []
 
 
 def test_countdown_runs_at_once_in_immediate_mode(immediate):
@@ -198,3 +221,9 @@ def test_aware_eta_is_converted_to_utc(db):
     add.apply_async((1, 2), eta=datetime.datetime(2030, 1, 1, 13, 0, tzinfo=plus_one))
     [task] = huey.pending()
     assert task.eta == datetime.datetime(2030, 1, 1, 12, 0)
+
+
+def test_the_documented_pytest_fixture_runs_tasks_in_process(hueyapp_immediate):
+    assert hueyapp_immediate.settings.immediate
+    assert add.delay(2, 2).get(timeout=0) == 4
+    assert huey.pending_count() == 0

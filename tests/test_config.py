@@ -35,6 +35,8 @@ def test_values_are_read_from_the_environment():
     ('HUEYAPP_QUEUES', ''),
     ('HUEYAPP_QUEUES', 'a,a'),
     ('HUEYAPP_QUEUES', 'bad-name'),
+    ('HUEYAPP_IMPORTS', 'a..b'),
+    ('HUEYAPP_FEED_TIMEOUT', '0'),
 ])
 def test_invalid_value_raises_config_error_naming_the_variable(variable, value):
     with pytest.raises(ConfigError, match=variable):
@@ -53,3 +55,27 @@ def test_bad_setting_fails_at_import_naming_the_variable(tmp_path):
     assert proc.returncode != 0
     assert 'HUEYAPP_RESULT_EXPIRES' in proc.stderr
     assert 'ConfigError' in proc.stderr
+
+
+def run_python(code, tmp_path, **variables):
+    env = {**os.environ, 'HUEYAPP_DB': str(tmp_path / 'x.db'), **variables}
+    if 'HUEYAPP_IMMEDIATE' not in variables:
+        env.pop('HUEYAPP_IMMEDIATE', None)
+    return subprocess.run([sys.executable, '-c', code], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_immediate_from_the_environment_runs_tasks_in_process_without_a_file(tmp_path):
+    proc = run_python('import hueyapp.tasks as t; print(t.add.delay(1, 2).get(timeout=5))',
+                      tmp_path, HUEYAPP_IMMEDIATE='1')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == '3'
+    assert not (tmp_path / 'x.db').exists()
+
+
+def test_declared_queues_are_attributes_of_the_tasks_module(tmp_path):
+    code = ('import hueyapp.tasks as t; '
+            'print(t.app.settings.default_queue, t.huey.name, t.fast.name, t.add.queue)')
+    proc = run_python(code, tmp_path, HUEYAPP_QUEUES='main,fast')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['main', 'main', 'fast', 'main']

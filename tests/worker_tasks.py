@@ -6,11 +6,9 @@ module re-exports the default app's queues so that importing it registers these 
 """
 from __future__ import annotations
 
-import time
-
 from hueyapp.tasks import add, app, huey, hipri  # noqa: F401  (re-exported for huey_consumer)
 
-__all__ = ['add', 'app', 'huey', 'hipri', 'echo', 'hipri_echo', 'sleepy_echo']
+__all__ = ['add', 'app', 'huey', 'hipri', 'echo', 'hipri_echo']
 
 
 @app.task()
@@ -23,10 +21,3 @@ def echo(*args, **kwargs):
 def hipri_echo(*args, **kwargs):
     """Declared with its own default queue: ``delay`` sends it to hipri."""
     return args, kwargs
-
-
-@app.task()
-def sleepy_echo(seconds, value):
-    """Holds a worker for ``seconds``, then returns ``value``."""
-    time.sleep(seconds)
-    return value

@@ -1,0 +1,235 @@
+"""hueyapp's SQLite storage: expiring keys, shared key space, locks, bulk enqueue, dequeue."""
+import datetime
+import os
+import sqlite3
+import stat
+import threading
+import time
+
+import pytest
+from freezegun import freeze_time
+from huey.constants import EmptyData
+from huey.exceptions import TaskLockedException
+
+from hueyapp.storage import SqliteStorage
+from hueyapp.tasks import add, hipri, huey
+
+T0 = datetime.datetime(2026, 1, 1, 10, 0, 0)
+
+
+@pytest.fixture
+def storage(db):
+    return huey.storage
+
+
+def test_app_uses_hueyapp_sqlite_storage(db):
+    assert isinstance(huey.storage, SqliteStorage)
+    assert isinstance(hipri.storage, SqliteStorage)
+    assert huey.storage.filename == str(db)
+
+
+def test_put_if_empty_with_ttl_then_taken(storage):
+    with freeze_time(T0):
+        assert storage.put_if_empty('k', b'one', ttl=5) is True
+        assert storage.put_if_empty('k', b'two', ttl=5) is False
+        assert storage.peek_data('k') == b'one'
+
+
+def test_put_if_empty_succeeds_again_after_the_ttl(storage):
+    with freeze_time(T0) as frozen:
+        assert storage.put_if_empty('k', b'one', ttl=5) is True
+        frozen.tick(4)
+        assert storage.put_if_empty('k', b'two', ttl=5) is False
+        frozen.tick(2)
+        assert storage.put_if_empty('k', b'two', ttl=5) is True
+        assert storage.peek_data('k') == b'two'
+
+
+def test_put_if_empty_without_ttl_never_expires(storage):
+    with freeze_time(T0) as frozen:
+        assert storage.put_if_empty('k', b'one') is True
+        frozen.tick(10 ** 7)
+        assert storage.put_if_empty('k', b'two', ttl=5) is False
+        assert storage.peek_data('k') == b'one'
+
+
+def test_has_data_for_key_respects_expiry(storage):
+    with freeze_time(T0) as frozen:
+        storage.put_if_empty('k', b'v', ttl=5)
+        assert storage.has_data_for_key('k') is True
+        frozen.tick(6)
+        assert storage.has_data_for_key('k') is False
+        assert storage.peek_data('k') is EmptyData
+        assert storage.pop_data('k') is EmptyData
+
+
+def test_results_expire_after_result_expires(storage):
+    with freeze_time(T0) as frozen:
+        storage.put_data('r', b'v', is_result=True)
+        storage.put_data('plain', b'v')
+        frozen.tick(storage.result_expires + 1)
+        assert storage.has_data_for_key('r') is False
+        assert storage.has_data_for_key('plain') is True
+        assert storage.result_store_size() == 1
+
+
+def test_pop_data_is_destructive_peek_is_not(storage):
+    storage.put_data('k', b'v')
+    assert storage.peek_data('k') == b'v'
+    assert storage.peek_data('k') == b'v'
+    assert storage.pop_data('k') == b'v'
+    assert storage.pop_data('k') is EmptyData
+
+
+def test_delete_if_value_deletes_only_the_matching_value(storage):
+    storage.put_data('k', b'mine')
+    assert storage.delete_if_value('k', b'theirs') is False
+    assert storage.peek_data('k') == b'mine'
+    assert storage.delete_if_value('k', b'mine') is True
+    assert storage.has_data_for_key('k') is False
+    assert storage.delete_if_value('k', b'mine') is False
+
+
+def test_keys_are_shared_across_queues(db):
+    huey.storage.put_data('shared', b'v')
+    assert hipri.storage.peek_data('shared') == b'v'
+    huey.put('obj', {'a': 1})
+    assert hipri.get('obj', peek=True) == {'a': 1}
+
+
+def test_counters_are_shared_across_queues(db):
+    assert huey.storage.incr('c') == 1
+    assert hipri.storage.incr('c') == 2
+    assert huey.storage.incr('c', 5) == 7
+
+
+def test_queues_are_separate(db):
+    add.delay(1, 1)
+    assert huey.pending_count() == 1
+    assert hipri.pending_count() == 0
+
+
+def test_db_file_is_private(db):
+    huey.storage.put_data('k', b'v')
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+
+
+def test_db_file_is_private_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        path = tmp_path / 'umask0.db'
+        SqliteStorage('default', str(path)).put_data('k', b'v')
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_lock_task_as_context_manager(db):
+    with huey.lock_task('x', ttl=5):
+        assert huey.is_locked('x')
+        with pytest.raises(TaskLockedException):
+            with huey.lock_task('x', ttl=5):
+                pass  # pragma: no cover
+    assert not huey.is_locked('x')
+
+
+def test_lock_task_as_decorator(db):
+    calls = []
+
+    @huey.lock_task('deco', ttl=5)
+    def locked():
+        calls.append(huey.is_locked('deco'))
+        return 'ran'
+
+    assert locked() == 'ran'
+    assert calls == [True]
+    assert not huey.is_locked('deco')
+    with huey.lock_task('deco', ttl=5):
+        with pytest.raises(TaskLockedException):
+            locked()
+
+
+def test_lock_task_can_be_taken_again_after_ttl(db):
+    with freeze_time(T0) as frozen:
+        huey.lock_task('x', ttl=5).acquire()
+        with pytest.raises(TaskLockedException):
+            huey.lock_task('x', ttl=5).acquire()
+        frozen.tick(6)
+        assert huey.lock_task('x', ttl=5).acquire() is True
+
+
+def test_enqueue_many_is_all_or_nothing(storage):
+    rows = [('default', b'a', 0), ('hipri', b'b', 0), ('default', None, 0)]
+    with pytest.raises(Exception):
+        storage.enqueue_many(rows)
+    assert huey.pending_count() == 0
+    assert hipri.pending_count() == 0
+
+
+def test_enqueue_many_rolls_back_rows_already_inserted(storage):
+    # The bad row comes last and fails inside the transaction (queue is NOT NULL).
+    rows = [('default', b'a', 0), ('hipri', b'b', 0), (None, b'c', 0)]
+    with pytest.raises(sqlite3.IntegrityError):
+        storage.enqueue_many(rows)
+    assert huey.pending_count() == 0
+    assert hipri.pending_count() == 0
+    storage.enqueue_many([('default', b'd', 0)])
+    assert huey.pending_count() == 1
+
+
+def test_enqueue_many_writes_each_row_to_its_queue(storage):
+    storage.enqueue_many([('default', b'a', 0), ('hipri', b'b', 0), ('default', b'c', 5)])
+    assert huey.storage.enqueued_items() == [b'c', b'a']
+    assert hipri.storage.enqueued_items() == [b'b']
+
+
+def test_dequeue_on_an_empty_queue_returns_none_within_read_timeout(storage):
+    start = time.monotonic()
+    assert storage.dequeue() is None
+    elapsed = time.monotonic() - start
+    assert elapsed < storage.read_timeout + 1
+
+
+def test_dequeue_returns_a_waiting_task_at_once(storage):
+    storage.enqueue(b'data', 0)
+    start = time.monotonic()
+    assert bytes(storage.dequeue()) == b'data'
+    assert time.monotonic() - start < 0.5
+    assert storage.queue_size() == 0
+
+
+def test_dequeue_waits_for_a_task_enqueued_meanwhile(storage):
+    timer = threading.Timer(0.2, storage.enqueue, (b'late', 0))
+    timer.start()
+    try:
+        start = time.monotonic()
+        assert bytes(storage.dequeue()) == b'late'
+        assert time.monotonic() - start < storage.read_timeout
+    finally:
+        timer.join(5)
+
+
+def test_dequeue_highest_priority_then_fifo(storage):
+    storage.enqueue_many([('default', b'a', 0), ('default', b'b', 1), ('default', b'c', 0)])
+    assert [bytes(storage.dequeue()) for _ in range(3)] == [b'b', b'a', b'c']
+
+
+def test_purge_expired_keeps_live_and_permanent_keys(db, storage):
+    with freeze_time(T0) as frozen:
+        storage.put_if_empty('lock', b'v', ttl=5)
+        storage.put_if_empty('live', b'v', ttl=50)
+        storage.put_data('forever', b'v')
+        frozen.tick(10)
+        assert storage.purge_expired() == 1
+    with sqlite3.connect(db) as conn:
+        keys = {k for k, in conn.execute('select key from hueyapp_kv')}
+    assert keys == {'live', 'forever'}
+
+
+def test_flush_results_and_counters(storage):
+    storage.put_data('k', b'v')
+    storage.incr('c')
+    storage.flush_results()
+    storage.flush_counters()
+    assert storage.result_store_size() == 0
+    assert storage.incr('c') == 1
