@@ -33,9 +33,10 @@ def _check_options(options: dict) -> dict:
     return options
 
 
-def _inherited(canvas_options: dict) -> dict:
-    """The options a canvas passes down to each of its tasks (routing only)."""
-    return {key: canvas_options[key] for key in ROUTING_OPTIONS if canvas_options.get(key) is not None}
+def _inherited(canvas_options: dict, starts: bool = False) -> dict:
+    """The options a canvas passes down to its tasks: routing ones, and start ones to starters."""
+    keys = ROUTING_OPTIONS + START_OPTIONS if starts else ROUTING_OPTIONS
+    return {key: canvas_options[key] for key in keys if canvas_options.get(key) is not None}
 
 
 def _as_utc(moment: Any) -> Any:
@@ -168,10 +169,13 @@ class _Pipeline:
                                 f'got {step!r} after the first step')
         self.steps: list[Signature] = steps
 
-    def link(self, canvas_options: dict, starts: bool = True) -> tuple[RoutedTask, AsyncResult]:
+    def link(self, canvas_options: dict, starts: bool = True,
+             last_id: str | None = None) -> tuple[RoutedTask, AsyncResult]:
         """Build the linked tasks; returns the first task and the last step's result handle."""
         app = _app_of(self.steps[0])
-        tasks = [step.to_task(canvas_options, starts=starts and i == 0)
+        last = len(self.steps) - 1
+        tasks = [step.to_task({**canvas_options, 'task_id': last_id} if i == last and last_id
+                              else canvas_options, starts=starts and i == 0)
                  for i, step in enumerate(self.steps)]
         result = None
         for parent, child in zip(tasks, tasks[1:]):
@@ -182,11 +186,7 @@ class _Pipeline:
 
     def apply_async(self, **options: Any) -> AsyncResult:
         options = _check_options(options)
-        inherited = {**_inherited(options), **{k: options[k] for k in START_OPTIONS if k in options}}
-        last_id = options.get('task_id')
-        if last_id:
-            self.steps = self.steps[:-1] + [self.steps[-1].clone(task_id=last_id)]
-        first, result = self.link(inherited)
+        first, result = self.link(_inherited(options, starts=True), last_id=options.get('task_id'))
         self.steps[0].task.huey.enqueue(first)
         return result
 
@@ -254,9 +254,7 @@ class chord:
             raise TypeError('chord needs a body: chord(header, body) or chord(header)(body)')
         options = _check_options(options)
         body = _as_pipeline(self.body)
-        if options.get('task_id'):
-            body.steps = body.steps[:-1] + [body.steps[-1].clone(task_id=options['task_id'])]
-        callback, result = body.link(_inherited(options), starts=False)
+        callback, result = body.link(_inherited(options), starts=False, last_id=options.get('task_id'))
         heads, member_results = _link_members(self.header, options)
         header_result = GroupResult(str(uuid.uuid4()), member_results)
         _set_root_parent(result, header_result)
@@ -280,10 +278,9 @@ Canvas = Union[Signature, chain, group, chord]
 
 def _link_members(members: list, options: dict) -> tuple[list[RoutedTask], list[AsyncResult]]:
     """Each member's first task (to enqueue) and last result (to wait on)."""
-    inherited = {**_inherited(options), **{k: options[k] for k in START_OPTIONS if k in options}}
     heads, results = [], []
     for member in members:
-        head, result = _as_pipeline(member).link(inherited)
+        head, result = _as_pipeline(member).link(_inherited(options, starts=True))
         heads.append(head)
         results.append(result)
     return heads, results
@@ -296,7 +293,7 @@ def _set_root_parent(result: AsyncResult, parent: GroupResult) -> None:
 
 
 def _huey_of(item: 'Canvas'):
-    return _as_pipeline(item).steps[0].task.huey if not isinstance(item, Signature) else item.task.huey
+    return _as_pipeline(item).steps[0].task.huey
 
 
 def _app_of(sig: Signature):
