@@ -12,6 +12,13 @@ variable                   default          meaning
 ``HUEYAPP_RESULT_EXPIRES`` ``86400``        seconds a result is kept, then swept by consumers
 ``HUEYAPP_IMPORTS``        (empty)          modules a consumer imports to know more tasks
 ``HUEYAPP_FEED_TIMEOUT``   ``10``           seconds ``import_feed`` waits for a feed server
+``HUEYAPP_LEASE_SECONDS``  ``30``           a running task's lease; a dead worker's task
+                                            runs again this long after it stopped renewing
+``HUEYAPP_MAX_DELIVERIES`` ``5``            hand-outs before a task is dead-lettered
+``HUEYAPP_MAX_PAYLOAD``    ``10000000``     largest task message, in bytes
+``HUEYAPP_BUSY_TIMEOUT``   ``60``           seconds to wait for another process's write lock
+``HUEYAPP_SERIALIZER``     ``pickle``       ``pickle`` or ``json`` (no code in the database)
+``HUEYAPP_SECRET_KEY``     (empty)          sign every message and result with this key
 =========================  ===============  ================================================
 """
 from __future__ import annotations
@@ -51,6 +58,22 @@ def _flag(variable: str, raw: str) -> bool:
     raise ConfigError(f'{variable} must be 1 or 0 (true/false), got {raw!r}')
 
 
+def _positive_int(variable: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f'{variable} must be a positive whole number, got {raw!r}')
+    return value
+
+
+def _choice(variable: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise ConfigError(f'{variable} must be one of {", ".join(choices)}, got {raw!r}')
+    return raw
+
+
 def _names(variable: str, raw: str, *, dotted: bool = False, required: bool = True) -> tuple[str, ...]:
     names = tuple(part.strip() for part in raw.split(',') if part.strip())
     if required and not names:
@@ -73,6 +96,12 @@ class Settings:
     result_expires: float = 86400.0
     imports: tuple[str, ...] = ()
     feed_timeout: float = 10.0
+    lease_seconds: float = 30.0
+    max_deliveries: int = 5
+    max_payload: int = 10_000_000
+    busy_timeout: float = 60.0
+    serializer: str = 'pickle'
+    secret_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> 'Settings':
@@ -89,6 +118,17 @@ class Settings:
             imports=_names('HUEYAPP_IMPORTS', get('HUEYAPP_IMPORTS', ''), dotted=True, required=False),
             feed_timeout=_positive_seconds(
                 'HUEYAPP_FEED_TIMEOUT', get('HUEYAPP_FEED_TIMEOUT', str(cls.feed_timeout))),
+            lease_seconds=_positive_seconds(
+                'HUEYAPP_LEASE_SECONDS', get('HUEYAPP_LEASE_SECONDS', str(cls.lease_seconds))),
+            max_deliveries=_positive_int(
+                'HUEYAPP_MAX_DELIVERIES', get('HUEYAPP_MAX_DELIVERIES', str(cls.max_deliveries))),
+            max_payload=_positive_int(
+                'HUEYAPP_MAX_PAYLOAD', get('HUEYAPP_MAX_PAYLOAD', str(cls.max_payload))),
+            busy_timeout=_positive_seconds(
+                'HUEYAPP_BUSY_TIMEOUT', get('HUEYAPP_BUSY_TIMEOUT', str(cls.busy_timeout))),
+            serializer=_choice('HUEYAPP_SERIALIZER', get('HUEYAPP_SERIALIZER', cls.serializer),
+                               ('pickle', 'json')),
+            secret_key=get('HUEYAPP_SECRET_KEY', '') or None,
         )
 
     @property
@@ -114,7 +154,8 @@ class Database:
 def storage_options(settings: Settings, database: Database) -> dict:
     """Keyword arguments for :class:`hueyapp.storage.SqliteStorage`."""
     return {'filename': database.target, 'uri': database.uri,
-            'result_expires': settings.result_expires}
+            'result_expires': settings.result_expires, 'lease_seconds': settings.lease_seconds,
+            'busy_timeout': settings.busy_timeout}
 
 
 def create_queues(settings: Settings, database: Database, app: 'App') -> dict[str, 'RoutedHuey']:
@@ -124,11 +165,13 @@ def create_queues(settings: Settings, database: Database, app: 'App') -> dict[st
     """
     from hueyapp.engine import RoutedHuey
     from hueyapp.registry import RoutingRegistry
+    from hueyapp.serializer import create_serializer
 
     registry: Registry = RoutingRegistry()
     queues: dict[str, RoutedHuey] = {}
+    serializer = create_serializer(settings.serializer, settings.secret_key)
     for name in settings.queues:
         queues[name] = RoutedHuey(name, queues=queues, registry=registry, app=app,
-                                  immediate=settings.immediate,
+                                  immediate=settings.immediate, serializer=serializer,
                                   **storage_options(settings, database))
     return queues

@@ -24,7 +24,8 @@ from huey import signals as S
 from huey.api import Huey, Task
 from huey.utils import SKIPPED, Error, normalize_time
 
-from hueyapp.errors import ChordError, SerializationError
+from hueyapp.delivery import AtLeastOnce
+from hueyapp.errors import ChordError, PayloadTooLarge, SerializationError
 from hueyapp.outcome import Revoked, failure
 from hueyapp.storage import SqliteStorage
 from hueyapp.task import TaskFunction
@@ -32,7 +33,7 @@ from hueyapp.task import TaskFunction
 logger = logging.getLogger('hueyapp')
 
 
-class RoutedHuey(Huey):
+class RoutedHuey(AtLeastOnce, Huey):
     storage_class = SqliteStorage
 
     def __init__(self, name: str, *, queues: Mapping[str, 'RoutedHuey'], registry, app,
@@ -43,6 +44,7 @@ class RoutedHuey(Huey):
         self.queues = queues
         self.app = app
         self.signal(S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED)(self._record_not_run)
+        self._connect_delivery_signals()
 
     def get_task_wrapper_class(self):
         return TaskFunction
@@ -102,11 +104,16 @@ class RoutedHuey(Huey):
 
     def serialize_task(self, task: Task) -> bytes:
         try:
-            return super().serialize_task(task)
+            data = super().serialize_task(task)
         except Exception as exc:
             culprit = self._unserializable_step(task) or task
             raise SerializationError(
                 f'cannot serialize a call of task {culprit.name!r}: {exc}; nothing was enqueued') from exc
+        limit = self.app.settings.max_payload
+        if len(data) > limit:
+            raise PayloadTooLarge(f'a call of task {task.name!r} is {len(data):,} bytes, over the '
+                                  f'{limit:,}-byte limit (HUEYAPP_MAX_PAYLOAD); nothing was enqueued')
+        return data
 
     def _unserializable_step(self, task: Task) -> Task | None:
         """Which task of a message (its chain steps, its chord's body) has the bad arguments."""
@@ -134,8 +141,14 @@ class RoutedHuey(Huey):
         self.put_result(task.revoke_id, (revoke_until, revoke_once))
 
     def read_periodic(self, timestamp):
-        # Huey's scheduler asks every consumer; only the queue a periodic task belongs to fires it.
-        return [task for task in super().read_periodic(timestamp) if self.queue_for(task) is self]
+        # Huey's scheduler asks every consumer each minute. Only the queue a periodic task
+        # belongs to fires it, and only the first of that queue's consumers to claim the minute.
+        if timestamp is None:
+            timestamp = self._get_timestamp()
+        minute = timestamp.strftime('%Y-%m-%dT%H:%M')
+        return [task for task in super().read_periodic(timestamp)
+                if self.queue_for(task) is self
+                and self.storage.put_if_empty(f'hueyapp.periodic:{task.name}:{minute}', b'1', ttl=3600)]
 
     # -- immediate mode ---------------------------------------------------------------
     def _as_delivered(self, task: Task) -> Task:
@@ -155,7 +168,7 @@ class RoutedHuey(Huey):
     # -- outcomes ---------------------------------------------------------------------
     def build_error_result(self, task: Task, exception: BaseException) -> dict:
         # Extends Huey's error metadata with the exception's type and args (see hueyapp.outcome).
-        return failure(task.id, exception, task.retries).metadata
+        return failure(task.id, exception, task.retries, self.serializer.serialize).metadata
 
     def _record_not_run(self, signal: str, task: Task, *args) -> None:
         outcome = Revoked(task.id, signal)
@@ -190,7 +203,8 @@ class RoutedHuey(Huey):
             return
         cause = (bad.metadata.get('error') if isinstance(bad, Error) else 'was revoked')
         failed_id = bad.metadata.get('task_id') if isinstance(bad, Error) else bad.task_id
-        error = failure(callback.id, ChordError(f'Dependency {failed_id} raised {cause}'))
+        error = failure(callback.id, ChordError(f'Dependency {failed_id} raised {cause}'),
+                        serialize=self.serializer.serialize)
         step = callback
         while step is not None:
             self.put_result(step.id, error)

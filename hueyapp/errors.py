@@ -18,6 +18,14 @@ class SerializationError(HueyappError, TypeError):
     """A task's arguments cannot be serialized; nothing was enqueued."""
 
 
+class PayloadTooLarge(SerializationError):
+    """A task's message is larger than ``HUEYAPP_MAX_PAYLOAD``; nothing was enqueued."""
+
+
+class StorageBusyError(HueyappError):
+    """The database stayed locked by another process for longer than ``HUEYAPP_BUSY_TIMEOUT``."""
+
+
 class TaskError(HueyappError):
     """A task failed with an exception this process cannot rebuild; carries its type and text."""
 

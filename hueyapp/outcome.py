@@ -10,7 +10,7 @@ import importlib
 import pickle
 import traceback
 from collections import namedtuple
-from typing import Any
+from typing import Any, Callable
 
 from huey.utils import Error
 
@@ -19,11 +19,12 @@ from hueyapp.errors import TaskError
 Revoked = namedtuple('Revoked', ('task_id', 'reason'))
 
 
-def describe_exception(exc: BaseException) -> dict[str, Any]:
-    """The portable part of an exception: type path, message, and its args if they pickle."""
+def describe_exception(exc: BaseException, serialize: Callable[[Any], bytes] = pickle.dumps) -> dict[str, Any]:
+    """The portable part of an exception: type path, message, and its args if they serialize."""
     exc_type = type(exc)
     try:
-        args = pickle.loads(pickle.dumps(exc.args))
+        serialize(exc.args)
+        args = exc.args
     except Exception:
         args = None
     return {
@@ -33,14 +34,15 @@ def describe_exception(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def failure(task_id: str, exc: BaseException, retries: int = 0) -> Error:
-    """A failure outcome for ``exc`` raised (or decided) for ``task_id``."""
+def failure(task_id: str, exc: BaseException, retries: int = 0,
+            serialize: Callable[[Any], bytes] = pickle.dumps) -> Error:
+    """A failure outcome for ``exc`` raised (or decided) for ``task_id``, storable by ``serialize``."""
     return Error({
         'error': repr(exc),
         'retries': retries,
         'traceback': ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         'task_id': task_id,
-        **describe_exception(exc),
+        **describe_exception(exc, serialize),
     })
 
 

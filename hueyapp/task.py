@@ -53,14 +53,14 @@ class TaskFunction(TaskWrapper):
     def create_task(self, func, context=False, name=None, **settings):
         # Extends TaskWrapper.create_task: a return value that cannot be stored fails the task
         # (Huey would raise while storing it, after the run, and leave the result missing).
-        serialize = self.huey.serializer.serialize
+        huey = self.huey
         task_name = name or func.__name__
 
         @functools.wraps(func)
         def returning_serializable(*args, **kwargs):
             value = func(*args, **kwargs)
             try:
-                serialize(value)
+                huey.serializer.serialize(value)
             except Exception as exc:
                 raise SerializationError(
                     f'task {task_name!r} returned a value that cannot be serialized: {exc}') from None

@@ -327,4 +327,4 @@ def test_unserializable_return_value_is_a_failure_not_pending_forever(db):
         pass  # a consumer's worker logs an error escaping execute() and carries on
     assert AsyncResult(result.id).state == 'FAILURE'
     error = AsyncResult(result.id).get(timeout=1, propagate=False)
-    assert 'pickle' in str(error)
+    assert 'cannot be serialized' in str(error)

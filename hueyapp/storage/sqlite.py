@@ -1,84 +1,211 @@
-"""Huey's SQLite storage with one key space per file, expiring keys and a blocking dequeue.
+"""Huey's SQLite storage with leases, dead letters, shared expiring keys and a blocking dequeue.
 
-Extends :class:`huey.storage.SqliteStorage` (its connection handling, WAL setup and the
-``task``/``schedule`` methods are used as they are). What changes, and why:
+Extends :class:`huey.storage.SqliteStorage`; Huey's schedule methods and its ``task`` table
+are used as they are. What changes, and why:
 
-* keys and counters (results, locks, revocations, chord counters) are shared by all queues
-  of the file, so ``AsyncResult(id)`` works whichever queue ran the task;
-* results expire after ``result_expires`` seconds and ``put_if_empty(..., ttl=...)`` works,
-  so ``huey.lock_task(name, ttl=...)`` and hueyapp's expiring locks work on SQLite (plain
-  Huey raises ``NotImplementedError`` for a TTL here);
-* ``dequeue`` waits up to ``read_timeout`` for a task instead of returning at once: Huey's
-  worker skips its backoff sleep (up to 10 s) when ``storage.blocking`` is true, so an idle
-  consumer still picks a task up within ``poll_interval``.
+* connections come from :mod:`hueyapp.storage.sqlite_db` (one per thread, shared by every
+  storage of the file), so one task's outcome is one transaction across queues, and a
+  locked database is waited for instead of surfacing ``database is locked``;
+* ``lease()`` hands a task out with an owner and an expiry instead of deleting it; the
+  worker acknowledges it in the transaction that records its outcome, a keeper thread
+  renews the lease while the task runs, and a lease that lapses (its worker died) hands the
+  task out again; ``bury()`` moves an unrunnable message to the dead letters;
+* keys are shared by all queues of the file and can expire: results after
+  ``result_expires``, and ``put_if_empty(..., ttl=...)`` works, so Huey's own
+  ``huey.lock_task(name, ttl=...)`` works on SQLite (plain Huey raises there);
+* ``lease()`` waits up to ``read_timeout`` for a task (``blocking = True``), so Huey's worker
+  never backs off to its 10 s polling interval.
 """
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
-import weakref
-from typing import Iterable
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 from huey.constants import EmptyData
 from huey.storage import SqliteStorage as HueySqliteStorage
 
 from hueyapp.storage import sqlite_sql as sql
-
-_open_storages: 'weakref.WeakSet[SqliteStorage]' = weakref.WeakSet()
-
-
-def _forget_connections_after_fork() -> None:
-    # A forked process must never use its parent's SQLite connection (Huey's consumer only
-    # closes the connection of the queue it runs; the sibling queues' would leak into children).
-    for storage in list(_open_storages):
-        storage._conn = None
-        storage.lock = threading.Lock()
+from hueyapp.storage.sqlite_db import SqliteDatabase, database_for
 
 
-os.register_at_fork(after_in_child=_forget_connections_after_fork)
+@dataclass(frozen=True)
+class Delivery:
+    """One hand-out of a queued task: the row, its lease owner, and how many hand-outs so far."""
+
+    row_id: int
+    data: bytes
+    deliveries: int
+    owner: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    queue: str
+    reason: str
+    deliveries: int
+    buried_at: float
+    size: int
+    data: bytes | None = None
 
 
 class SqliteStorage(HueySqliteStorage):
     blocking = True
 
-    ddl = [HueySqliteStorage.table_sched, HueySqliteStorage.index_sched,
-           HueySqliteStorage.table_task, HueySqliteStorage.index_task,
-           sql.CREATE_KEYS, sql.CREATE_KEYS_EXPIRY_INDEX, sql.CREATE_COUNTERS]
+    ddl = [sql.AUTO_VACUUM, HueySqliteStorage.table_sched, HueySqliteStorage.index_sched,
+           sql.CREATE_TASKS, HueySqliteStorage.index_task, sql.CREATE_KEYS,
+           sql.CREATE_KEYS_EXPIRY_INDEX, sql.CREATE_COUNTERS, sql.CREATE_DEAD_LETTERS]
 
     def __init__(self, name: str = 'huey', filename: str = 'hueyapp.db', *,
-                 result_expires: float = 86400.0, read_timeout: float = 1.0,
-                 poll_interval: float = 0.02, **kwargs) -> None:
+                 result_expires: float = 86400.0, lease_seconds: float = 30.0,
+                 busy_timeout: float = 60.0, read_timeout: float = 1.0,
+                 poll_interval: float = 0.02, uri: bool = False, **kwargs) -> None:
         self.result_expires = result_expires
+        self.lease_seconds = lease_seconds
         self.read_timeout = read_timeout
         self.poll_interval = poll_interval
-        # An in-memory shared-cache database lives only while a connection is open.
-        self._keepalive = (sqlite3.connect(filename, uri=True, check_same_thread=False)
-                           if kwargs.get('uri') and 'mode=memory' in filename else None)
-        if not kwargs.get('uri'):
+        if not uri:
             _create_private_file(filename)
+        self.database: SqliteDatabase = database_for(filename, uri, busy_timeout)
+        self.leases = LeaseKeeper(self)
         super().__init__(name, filename, **kwargs)
-        _open_storages.add(self)
+
+    # -- connections: replaces BaseSqlStorage's single shared connection ------------------
+    @contextmanager
+    def db(self, commit: bool = False, close: bool = False) -> Iterator:
+        if commit:
+            with self.database.transaction() as cursor:
+                yield cursor
+        else:
+            yield self.database.connection.cursor()
+
+    def sql(self, query, params=None, commit=False, results=False):
+        if commit:
+            with self.database.transaction() as cursor:
+                cursor.execute(query, params or ())
+                return cursor.fetchall() if results else None
+        rows = self.database.execute(query, params or ())
+        return rows if results else None
+
+    def close(self) -> bool:
+        self.database.close()
+        return True
+
+    def initialize_schema(self) -> None:
+        self.database.execute(sql.AUTO_VACUUM)  # outside a transaction, before any table
+        for statement in self.ddl[1:]:
+            self.sql(statement, commit=True)
+        columns = {row[1] for row in self.sql(sql.TASK_COLUMNS, results=True)}
+        for column, statement in sql.ADD_TASK_COLUMNS.items():
+            if column not in columns:
+                self.sql(statement, commit=True)
 
     # -- queue ------------------------------------------------------------------------
+    def enqueue(self, data: bytes, priority: float | None = None) -> None:
+        self.sql(sql.ENQUEUE, (self.name, self.to_blob(data), priority or 0), commit=True)
+
     def enqueue_many(self, rows: Iterable[tuple[str, bytes, float | None]]) -> None:
         """Insert ``(queue, data, priority)`` rows in one transaction: all or none."""
         params = [(queue, self.to_blob(data), priority or 0) for queue, data, priority in rows]
-        with self.db(commit=True) as curs:
-            curs.executemany(sql.ENQUEUE, params)
+        with self.database.transaction() as cursor:
+            cursor.executemany(sql.ENQUEUE, params)
+
+    def lease(self) -> Delivery | None:
+        """Hand out the next free task for ``lease_seconds``, waiting up to ``read_timeout``."""
+        deadline = time.monotonic() + self.read_timeout
+        for _ in range(1 + int(self.read_timeout / self.poll_interval)):
+            if self.sql(sql.ANY_FREE_TASK, {'queue': self.name, 'now': time.time()}, results=True):
+                owner = uuid.uuid4().hex
+                rows = self.sql(sql.LEASE, {'queue': self.name, 'now': time.time(), 'owner': owner,
+                                            'lease': self.lease_seconds}, commit=True, results=True)
+                if rows:
+                    row_id, data, deliveries = rows[0]
+                    delivery = Delivery(row_id, bytes(data), deliveries, owner, self.name)
+                    self.leases.hold(delivery)
+                    return delivery
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(self.poll_interval)
+        return None
 
     def dequeue(self) -> bytes | None:
-        """Pop the next task, waiting up to ``read_timeout`` for one to arrive."""
-        deadline = time.monotonic() + self.read_timeout
-        while True:
-            if self.sql(sql.ANY_TASK, {'queue': self.name}, results=True):
-                rows = self.sql(sql.POP_TASK, {'queue': self.name}, commit=True, results=True)
-                if rows:
-                    return rows[0][0]
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(self.poll_interval)
+        """Huey's destructive dequeue, for code that calls the storage directly."""
+        delivery = self.lease()
+        if delivery is None:
+            return None
+        self.ack(delivery)
+        return delivery.data
+
+    def ack(self, delivery: Delivery) -> bool:
+        """The task's outcome is recorded: delete its row (joins the unit of work, if any)."""
+        self.leases.drop(delivery)
+        with self.database.transaction() as cursor:
+            cursor.execute(sql.ACK, {'id': delivery.row_id, 'owner': delivery.owner})
+            return cursor.rowcount == 1
+
+    def release(self, delivery: Delivery) -> bool:
+        """Put an unfinished task back on the queue at once (graceful shutdown)."""
+        self.leases.drop(delivery)
+        with self.database.transaction() as cursor:
+            cursor.execute(sql.RELEASE, {'id': delivery.row_id, 'owner': delivery.owner})
+            return cursor.rowcount == 1
+
+    def bury(self, delivery: Delivery, reason: str) -> None:
+        """Move a message no worker can run to the dead letters, with the reason."""
+        self.leases.drop(delivery)
+        with self.database.transaction() as cursor:
+            cursor.execute(sql.BURY, {'id': delivery.row_id, 'owner': delivery.owner,
+                                      'reason': reason, 'now': time.time()})
+            cursor.execute(sql.ACK, {'id': delivery.row_id, 'owner': delivery.owner})
+
+    def bury_data(self, data: bytes, reason: str) -> None:
+        """Dead-letter a message read from elsewhere (the schedule)."""
+        self.sql(sql.BURY_DATA, {'queue': self.name, 'data': self.to_blob(data),
+                                 'reason': reason, 'now': time.time()}, commit=True)
+
+    def queue_size(self) -> int:
+        return self.sql(sql.FREE_COUNT, {'queue': self.name, 'now': time.time()}, results=True)[0][0]
+
+    def enqueued_items(self, limit: int | None = None) -> list[bytes]:
+        rows = self.sql(sql.FREE_ITEMS, {'queue': self.name, 'now': time.time()}, results=True)
+        return [data for data, in rows[:limit]]
+
+    # -- dead letters -----------------------------------------------------------------
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return [DeadLetter(*row) for row in self.sql(sql.DEAD_LETTERS, {'limit': limit}, results=True)]
+
+    def dead_letter(self, letter_id: int) -> DeadLetter | None:
+        rows = self.sql(sql.DEAD_LETTER, {'id': letter_id}, results=True)
+        if not rows:
+            return None
+        id_, queue, reason, deliveries, buried_at, data, _ = rows[0]
+        return DeadLetter(id_, queue, reason, deliveries, buried_at, len(data), bytes(data))
+
+    def replay_dead_letter(self, letter_id: int) -> bool:
+        """Put a dead letter back on its queue, as a fresh delivery."""
+        with self.database.transaction() as cursor:
+            cursor.execute(sql.REPLAY, {'id': letter_id})
+            if cursor.rowcount != 1:
+                return False
+            cursor.execute(sql.DELETE_DEAD_LETTER, {'id': letter_id})
+            return True
+
+    def purge_dead_letters(self, letter_ids: Iterable[int] | None = None) -> int:
+        with self.database.transaction() as cursor:
+            if letter_ids is None:
+                cursor.execute(sql.DELETE_ALL_DEAD_LETTERS)
+                return cursor.rowcount
+            cursor.executemany(sql.DELETE_DEAD_LETTER, [{'id': i} for i in letter_ids])
+            return cursor.rowcount
+
+    def dead_letter_count(self) -> int:
+        return self.sql(sql.COUNT_DEAD_LETTERS, results=True)[0][0]
 
     # -- keys -------------------------------------------------------------------------
     def put_data(self, key: str, value: bytes, is_result: bool = False) -> None:
@@ -105,18 +232,27 @@ class SqliteStorage(HueySqliteStorage):
 
     def put_if_empty(self, key: str, value: bytes, ttl: float | None = None) -> bool:
         """Set ``key`` unless a live value holds it; with ``ttl`` the key expires by itself."""
+        return self._put_if_free(sql.PUT_IF_EMPTY, key, value, ttl)
+
+    def take_lock(self, key: str, owner: bytes, ttl: float, family: bytes | None = None) -> bool:
+        """As ``put_if_empty``; also takes the key over from another owner of ``family``."""
+        if family is None:
+            return self._put_if_free(sql.PUT_IF_EMPTY, key, owner, ttl)
+        return self._put_if_free(sql.TAKE_LOCK, key, owner, ttl, family=family)
+
+    def _put_if_free(self, query: str, key: str, value: bytes, ttl: float | None, **extra) -> bool:
         now = time.time()
         params = {'key': key, 'value': self.to_blob(value), 'now': now,
-                  'expires_at': None if ttl is None else now + ttl}
-        with self.db(commit=True) as curs:
-            curs.execute(sql.PUT_IF_EMPTY, params)
-            return curs.rowcount == 1
+                  'expires_at': None if ttl is None else now + ttl, **extra}
+        with self.database.transaction() as cursor:
+            cursor.execute(query, params)
+            return cursor.rowcount == 1
 
     def delete_if_value(self, key: str, value: bytes) -> bool:
         """Delete ``key`` only while it still holds ``value`` (an owner-checked release)."""
-        with self.db(commit=True) as curs:
-            curs.execute(sql.DELETE_IF_VALUE, {'key': key, 'value': self.to_blob(value)})
-            return curs.rowcount == 1
+        with self.database.transaction() as cursor:
+            cursor.execute(sql.DELETE_IF_VALUE, {'key': key, 'value': self.to_blob(value)})
+            return cursor.rowcount == 1
 
     def incr(self, key: str, amount: int = 1) -> int:
         rows = self.sql(sql.INCR, {'key': key, 'amount': amount}, commit=True, results=True)
@@ -137,11 +273,66 @@ class SqliteStorage(HueySqliteStorage):
     def flush_counters(self) -> None:
         self.sql(sql.DELETE_ALL_COUNTERS, commit=True)
 
+    # -- hygiene ----------------------------------------------------------------------
     def purge_expired(self) -> int:
         """Delete results and locks whose lifetime is over; returns how many went."""
-        with self.db(commit=True) as curs:
-            curs.execute(sql.DELETE_EXPIRED, {'now': time.time()})
-            return curs.rowcount
+        with self.database.transaction() as cursor:
+            cursor.execute(sql.DELETE_EXPIRED, {'now': time.time()})
+            return cursor.rowcount
+
+    def compact(self) -> None:
+        """Give freed pages back and fold the WAL into the file, so it does not grow unbounded."""
+        if not self.database.uri:
+            self.database.execute(sql.INCREMENTAL_VACUUM)
+            self.database.execute(sql.CHECKPOINT)
+
+
+class LeaseKeeper:
+    """Renews the leases of the tasks this process runs, from a daemon thread."""
+
+    def __init__(self, storage: SqliteStorage) -> None:
+        self.storage = storage
+        self._held: dict[int, Delivery] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def hold(self, delivery: Delivery) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's keeper thread is not ours
+                self._held, self._thread, self._pid = {}, None, os.getpid()
+            self._held[delivery.row_id] = delivery
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name='hueyapp-lease-keeper',
+                                                daemon=True)
+                self._thread.start()
+
+    def drop(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._held.pop(delivery.row_id, None)
+
+    def held(self) -> list[Delivery]:
+        with self._lock:
+            return list(self._held.values())
+
+    def release_all(self) -> int:
+        """Put every task still held by this process back on its queue (shutdown)."""
+        return sum(self.storage.release(delivery) for delivery in self.held())
+
+    def _run(self) -> None:
+        interval = self.storage.lease_seconds / 3
+        while True:
+            time.sleep(interval)
+            held = self.held()
+            if not held:
+                continue
+            expires = time.time() + self.storage.lease_seconds
+            try:
+                with self.storage.database.transaction() as cursor:
+                    cursor.executemany(sql.RENEW, [{'id': d.row_id, 'owner': d.owner, 'expires': expires}
+                                                   for d in held])
+            except Exception:  # the next round tries again; the lease still has 2/3 to run
+                pass
 
 
 def _create_private_file(filename: str) -> None:

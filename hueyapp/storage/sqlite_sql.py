@@ -1,12 +1,32 @@
 """Every SQL statement of hueyapp's SQLite storage, in one place.
 
-The ``task`` and ``schedule`` tables are Huey's own (``huey.storage.SqliteStorage``), so its
-queue and schedule methods are reused unchanged. Keys and counters live in hueyapp's own
-tables, without Huey's per-queue column: every queue of an app shares one key space, so a
-result, a lock or a revocation is found by id whichever queue wrote it. ``expires_at`` (unix
-seconds, NULL = never) gives results their lifetime and locks their expiry.
+Tables:
+
+* ``task``: the queues. Huey's own table (same name and columns, so Huey's queue methods
+  work on it) plus a lease: ``lease_owner``/``lease_expires`` while a worker runs the task,
+  and ``deliveries``, how many times it was handed out. A row is deleted (acknowledged) only
+  in the transaction that records the task's outcome.
+* ``schedule``: Huey's own table of tasks waiting for their eta.
+* ``hueyapp_kv``: results, locks, revocations and chord results, shared by every queue of
+  the file, so anything is found by key whichever queue wrote it. ``expires_at`` (unix
+  seconds, NULL = never) gives results their lifetime and locks their expiry.
+* ``hueyapp_counter``: Huey's counters (chords, rate limits), shared likewise.
+* ``hueyapp_dead_letter``: messages no worker could run, with the reason, for operators.
 """
 
+AUTO_VACUUM = 'pragma auto_vacuum = incremental'   # must precede the first table of a new file
+CREATE_TASKS = (
+    'create table if not exists task ('
+    'id integer not null primary key, queue text not null, data blob not null, '
+    'priority real not null default 0.0, lease_owner text, lease_expires real, '
+    'deliveries integer not null default 0)')
+TASK_COLUMNS = 'pragma table_info(task)'
+# A database made by plain Huey (or hueyapp 0.1) gains the lease columns.
+ADD_TASK_COLUMNS = {
+    'lease_owner': 'alter table task add column lease_owner text',
+    'lease_expires': 'alter table task add column lease_expires real',
+    'deliveries': 'alter table task add column deliveries integer not null default 0',
+}
 CREATE_KEYS = (
     'create table if not exists hueyapp_kv ('
     'key text not null primary key, value blob not null, expires_at real)')
@@ -16,15 +36,64 @@ CREATE_KEYS_EXPIRY_INDEX = (
 CREATE_COUNTERS = (
     'create table if not exists hueyapp_counter ('
     'key text not null primary key, value integer not null default 0)')
+CREATE_DEAD_LETTERS = (
+    'create table if not exists hueyapp_dead_letter ('
+    'id integer not null primary key, queue text not null, data blob not null, '
+    'priority real not null default 0.0, reason text not null, deliveries integer not null, '
+    'buried_at real not null)')
 
+# -- queue ---------------------------------------------------------------------------------
+ENQUEUE = 'insert into task (queue, data, priority) values (?, ?, ?)'
+FREE = '(lease_expires is null or lease_expires <= :now)'
+ANY_FREE_TASK = f'select 1 from task where queue = :queue and {FREE} limit 1'
+LEASE = (
+    'update task set lease_owner = :owner, lease_expires = :now + :lease, '
+    'deliveries = deliveries + 1 '
+    f'where id = (select id from task where queue = :queue and {FREE} '
+    'order by priority desc, id limit 1) '
+    'returning id, data, deliveries')
+RENEW = 'update task set lease_expires = :expires where id = :id and lease_owner = :owner'
+ACK = 'delete from task where id = :id and lease_owner = :owner'
+# Back on the queue at once (graceful shutdown): the interrupted run does not count.
+RELEASE = (
+    'update task set lease_owner = null, lease_expires = null, '
+    'deliveries = max(deliveries - 1, 0) where id = :id and lease_owner = :owner')
+FREE_COUNT = f'select count(*) from task where queue = :queue and {FREE}'
+FREE_ITEMS = f'select data from task where queue = :queue and {FREE} order by priority desc, id'
+
+# -- dead letters --------------------------------------------------------------------------
+BURY = (
+    'insert into hueyapp_dead_letter (queue, data, priority, reason, deliveries, buried_at) '
+    'select queue, data, priority, :reason, deliveries, :now from task '
+    'where id = :id and lease_owner = :owner')
+BURY_DATA = (
+    'insert into hueyapp_dead_letter (queue, data, priority, reason, deliveries, buried_at) '
+    'values (:queue, :data, 0, :reason, 0, :now)')
+DEAD_LETTERS = (
+    'select id, queue, reason, deliveries, buried_at, length(data) from hueyapp_dead_letter '
+    'order by id limit :limit')
+DEAD_LETTER = (
+    'select id, queue, reason, deliveries, buried_at, data, priority '
+    'from hueyapp_dead_letter where id = :id')
+REPLAY = (
+    'insert into task (queue, data, priority) '
+    'select queue, data, priority from hueyapp_dead_letter where id = :id')
+DELETE_DEAD_LETTER = 'delete from hueyapp_dead_letter where id = :id'
+DELETE_ALL_DEAD_LETTERS = 'delete from hueyapp_dead_letter'
+COUNT_DEAD_LETTERS = 'select count(*) from hueyapp_dead_letter'
+
+# -- keys ----------------------------------------------------------------------------------
 LIVE = '(expires_at is null or expires_at > :now)'
-
 PUT = 'insert or replace into hueyapp_kv (key, value, expires_at) values (:key, :value, :expires_at)'
 # Insert, or take over a row whose expiry has passed; rowcount tells whether we now own the key.
 PUT_IF_EMPTY = (
     'insert into hueyapp_kv (key, value, expires_at) values (:key, :value, :expires_at) '
     'on conflict (key) do update set value = excluded.value, expires_at = excluded.expires_at '
     'where hueyapp_kv.expires_at is not null and hueyapp_kv.expires_at <= :now')
+# As PUT_IF_EMPTY, and also take over a lock left by another holder of the same family
+# (an earlier delivery of the same task): ``:family`` is the owner's prefix.
+TAKE_LOCK = PUT_IF_EMPTY + (
+    ' or (hueyapp_kv.value != :value and substr(hueyapp_kv.value, 1, length(:family)) = :family)')
 PEEK = f'select value from hueyapp_kv where key = :key and {LIVE}'
 PEEK_MANY = 'select key, value from hueyapp_kv where key in ({keys}) and ' + LIVE.replace(':now', '?')
 POP = f'delete from hueyapp_kv where key = :key and {LIVE} returning value'
@@ -40,9 +109,6 @@ INCR = (
 DELETE_COUNTER = 'delete from hueyapp_counter where key = :key'
 DELETE_ALL_COUNTERS = 'delete from hueyapp_counter'
 
-ENQUEUE = 'insert into task (queue, data, priority) values (?, ?, ?)'
-ANY_TASK = 'select 1 from task where queue = :queue limit 1'
-# One statement, so two workers can never pop the same row.
-POP_TASK = (
-    'delete from task where id = (select id from task where queue = :queue '
-    'order by priority desc, id limit 1) returning data')
+# -- hygiene -------------------------------------------------------------------------------
+INCREMENTAL_VACUUM = 'pragma incremental_vacuum'
+CHECKPOINT = 'pragma wal_checkpoint(truncate)'

@@ -1,0 +1,112 @@
+"""At-least-once delivery: a task is leased, run, and acknowledged with its outcome, atomically.
+
+``AtLeastOnce`` is a mixin for :class:`hueyapp.engine.RoutedHuey` (a ``huey.Huey``). It
+replaces Huey's destructive ``dequeue`` with a lease, and wraps ``execute`` so that what a
+run leaves behind (its result or failure, its chain's next step, its chord count, its retry,
+its reschedule) and the acknowledgement of its delivery commit in one SQLite transaction.
+A worker that dies before that commit leaves nothing behind: its lease lapses and the task
+runs again elsewhere. A delivery whose task already has an outcome (a replayed or duplicated
+message) is acknowledged without running. Messages that cannot run go to the dead letters.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator
+
+from huey import signals as S
+from huey.api import Task
+
+from hueyapp.outcome import failure
+
+logger = logging.getLogger('hueyapp.delivery')
+
+current_task: ContextVar[Task | None] = ContextVar('hueyapp_current_task', default=None)
+
+# How many unrunnable messages one dequeue call may bury before it yields to the worker loop.
+BURIALS_PER_DEQUEUE = 100
+
+
+class AtLeastOnce:
+    def _connect_delivery_signals(self) -> None:
+        self.signal(S.SIGNAL_INTERRUPTED)(self._mark_interrupted)
+
+    @staticmethod
+    def _mark_interrupted(signal: str, task: Task, *args: Any) -> None:
+        task.interrupted = True
+
+    def dequeue(self) -> Task | None:
+        # Replaces Huey.dequeue (pop, then deserialize): lease, and bury what cannot run.
+        for _ in range(BURIALS_PER_DEQUEUE):
+            delivery = self.storage.lease()
+            if delivery is None:
+                return None
+            limit = self.app.settings.max_deliveries
+            if delivery.deliveries > limit:
+                self.storage.bury(delivery, f'handed out {delivery.deliveries} times (limit {limit}): '
+                                            f'its run keeps killing its worker')
+                continue
+            try:
+                task = self.deserialize_task(delivery.data)
+            except Exception as exc:
+                self.storage.bury(delivery, f'cannot be read: {exc!r}')
+                continue
+            task.delivery = delivery
+            return task
+        return None
+
+    def execute(self, task: Task, timestamp=None) -> Any:
+        token = current_task.set(task)
+        try:
+            delivery = getattr(task, 'delivery', None)
+            if delivery is None:  # immediate mode, or a caller running a task by hand
+                return super().execute(task, timestamp)
+            return self._execute_delivery(task, delivery, timestamp)
+        finally:
+            current_task.reset(token)
+
+    def _execute_delivery(self, task: Task, delivery, timestamp) -> Any:
+        if self.storage.has_data_for_key(task.id):
+            logger.warning('%s already has an outcome; acknowledged without running it again', task)
+            self.storage.ack(delivery)
+            return None
+        try:
+            with self.storage.database.unit_of_work():
+                value = super().execute(task, timestamp)
+                if getattr(task, 'interrupted', False):
+                    self.storage.release(delivery)
+                else:
+                    self.storage.ack(delivery)
+                return value
+        except Exception as exc:
+            # Recording the outcome failed and was rolled back: record that failure instead,
+            # so the task ends once rather than being re-run until it is dead-lettered.
+            logger.exception('Could not record the outcome of %s', task)
+            with self.storage.database.unit_of_work():
+                self.put_result(task.id, failure(task.id, exc, serialize=self.serializer.serialize))
+                self.storage.ack(delivery)
+            return None
+
+    @contextmanager
+    def _timeout_context(self, task: Task) -> Iterator[None]:
+        # Huey wraps exactly the user's function in this context. Run it outside the unit of
+        # work: its own writes (locks, enqueues) commit at once, and no write lock is held.
+        with self.storage.database.suspended(), super()._timeout_context(task):
+            yield
+
+    def read_schedule(self, timestamp=None) -> list:
+        # Replaces the scheduler's read-then-enqueue (two transactions, a crash between them
+        # lost the tasks): due tasks move onto their queues in one transaction, and Huey's
+        # scheduler gets nothing left to enqueue.
+        if timestamp is None:
+            timestamp = self._get_timestamp()
+        with self.storage.database.unit_of_work():
+            due = []
+            for data in self.storage.read_schedule(timestamp):
+                try:
+                    due.append(self.deserialize_task(data))
+                except Exception as exc:
+                    self.storage.bury_data(data, f'cannot be read: {exc!r}')
+            self.enqueue_many(due)
+        return []

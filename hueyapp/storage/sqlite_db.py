@@ -1,0 +1,181 @@
+"""One SQLite database as the storages see it: a connection per thread, retried locks, and
+units of work that make a task's whole outcome one transaction.
+
+Why not Huey's single shared connection (``huey.storage.BaseSqlStorage.conn``): a worker must
+record a task's result, enqueue its chain's next step (perhaps on another queue's storage),
+count it in its chord and acknowledge its delivery in *one* transaction, so that a crash
+leaves either all of it or none. All storages of one file therefore share this object, and
+a thread's writes join the thread's open unit of work whichever storage makes them.
+
+``database is locked`` never reaches callers while the lock frees within ``busy_timeout``:
+SQLite's own busy handler waits ``lock_wait`` seconds, and a bounded retry loop with backoff
+goes on until ``busy_timeout``; past that, :class:`StorageBusyError` says so plainly.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
+
+from hueyapp.errors import StorageBusyError
+
+T = TypeVar('T')
+
+_databases: dict[tuple[str, bool], 'SqliteDatabase'] = {}
+_databases_lock = threading.Lock()
+
+
+def database_for(target: str, uri: bool, busy_timeout: float) -> 'SqliteDatabase':
+    """The process-wide database object of ``target``: storages of one file share it."""
+    with _databases_lock:
+        database = _databases.get((target, uri))
+        if database is None:
+            database = _databases[(target, uri)] = SqliteDatabase(target, uri, busy_timeout)
+        database.busy_timeout = busy_timeout
+        return database
+
+
+def _forget_after_fork() -> None:
+    # A forked process must never use its parent's connections: start from none.
+    global _databases_lock
+    _databases_lock = threading.Lock()
+    for database in _databases.values():
+        database._local = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return 'locked' in str(exc) or 'busy' in str(exc)
+
+
+class _ThreadState(threading.local):
+    conn: sqlite3.Connection | None = None
+    unit_depth: int = 0        # >0: inside unit_of_work(); writes join one transaction
+    suspended: bool = False    # user code runs: its writes commit on their own
+    in_transaction: bool = False
+
+
+class SqliteDatabase:
+    lock_wait = 1.0  # SQLite's busy handler, per attempt
+
+    def __init__(self, target: str, uri: bool, busy_timeout: float = 60.0) -> None:
+        self.target = target
+        self.uri = uri
+        self.busy_timeout = busy_timeout
+        self._local = _ThreadState()
+        # A shared-cache in-memory database lives only while a connection to it is open.
+        self._keepalive = (sqlite3.connect(target, uri=True, check_same_thread=False)
+                           if uri and 'mode=memory' in target else None)
+
+    # -- connections ------------------------------------------------------------------
+    @property
+    def connection(self) -> sqlite3.Connection:
+        conn = self._local.conn
+        if conn is None:
+            conn = self.retry(lambda: self._connect())
+            self._local.conn = conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.target, uri=self.uri, timeout=self.lock_wait,
+                               isolation_level=None, check_same_thread=False)
+        if not self.uri:
+            conn.execute('pragma journal_mode = wal')
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (others close with their threads)."""
+        conn, self._local.conn = self._local.conn, None
+        if conn is not None:
+            conn.close()
+
+    # -- retries ----------------------------------------------------------------------
+    def retry(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``, retrying while the database is locked, up to ``busy_timeout``."""
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.005
+        for attempt in range(10_000):
+            try:
+                return operation()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if time.monotonic() + pause >= deadline:
+                    raise StorageBusyError(
+                        f'{self.target} stayed locked by another process for more than '
+                        f'{self.busy_timeout:g}s ({exc}); raise HUEYAPP_BUSY_TIMEOUT or find '
+                        f'the long writer') from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+        raise AssertionError('unreachable: the deadline ends the loop')
+
+    # -- statements and transactions --------------------------------------------------
+    def execute(self, query: str, params: Any = ()) -> list[tuple]:
+        """One statement; a write joins the thread's open transaction, if any."""
+        if self._local.in_transaction:
+            return self.connection.execute(query, params).fetchall()
+        return self.retry(lambda: self.connection.execute(query, params).fetchall())
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """A write transaction (``BEGIN IMMEDIATE``); inside a unit of work it joins the unit's."""
+        state = self._local
+        if state.in_transaction:
+            yield self.connection.cursor()
+            return
+        if state.unit_depth and not state.suspended:
+            self._begin()
+            yield self.connection.cursor()  # committed when the unit ends
+            return
+        self._begin()
+        try:
+            yield self.connection.cursor()
+        except BaseException:
+            self._end('rollback')
+            raise
+        self._end('commit')
+
+    def _begin(self) -> None:
+        self.retry(lambda: self.connection.execute('begin immediate'))
+        self._local.in_transaction = True
+
+    def _end(self, verb: str) -> None:
+        self._local.in_transaction = False
+        self.connection.execute(verb)
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[None]:
+        """Group every write of this thread until exit into one transaction, begun lazily."""
+        state = self._local
+        state.unit_depth += 1
+        try:
+            yield
+        except BaseException:
+            if state.unit_depth == 1 and state.in_transaction:
+                self._end('rollback')
+            raise
+        else:
+            if state.unit_depth == 1 and state.in_transaction:
+                self._end('commit')
+        finally:
+            state.unit_depth -= 1
+
+    @contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Let user code run outside the unit: commit what it holds, so no lock is kept."""
+        state = self._local
+        if not state.unit_depth:
+            yield
+            return
+        if state.in_transaction:
+            self._end('commit')
+        state.suspended = True
+        try:
+            yield
+        finally:
+            state.suspended = False
