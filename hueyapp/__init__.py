@@ -12,18 +12,23 @@ Where things live:
 * :mod:`hueyapp.engine`   the per-queue Huey: routing, bulk enqueue, chord semantics
 * :mod:`hueyapp.registry` the task message (Huey's, plus queue and immutability)
 * :mod:`hueyapp.storage`  SQLite storage: shared keys, expiring keys, blocking dequeue
-* :mod:`hueyapp.consumer` Huey's consumer plus the expired-result sweep
+* :mod:`hueyapp.delivery` at-least-once: leases, outcome and ack in one transaction
+* :mod:`hueyapp.serializer` pickle or JSON, optionally signed (``HUEYAPP_SECRET_KEY``)
+* :mod:`hueyapp.consumer` Huey's consumer plus the storage sweep and shutdown release
+* :mod:`hueyapp.deadletters` list, inspect, replay, purge what could not run
+* :mod:`hueyapp.cli`      the ``hueyapp`` operator command
 * :mod:`hueyapp.lock`     expiring, owner-checked locks and ``single_run``
 * :mod:`hueyapp.feeds`    feed download, parsing and storage (``import_feed``)
 * :mod:`hueyapp.testing`  immediate mode for users' tests, and a real consumer runner
 """
 from hueyapp.canvas import chain, chord, group, signature
-from hueyapp.errors import (ChordError, HueyappError, SerializationError, TaskError,
-                            TaskRevokedError, TimeoutError)
+from hueyapp.errors import (ChordError, CorruptResultError, HueyappError, PayloadTooLarge,
+                            SerializationError, StorageBusyError, TaskError, TaskRevokedError,
+                            TimeoutError)
 from hueyapp.result import AsyncResult, GroupResult
 
 __all__ = [
     'AsyncResult', 'GroupResult', 'chain', 'chord', 'group', 'signature',
-    'ChordError', 'HueyappError', 'SerializationError', 'TaskError', 'TaskRevokedError',
-    'TimeoutError',
+    'ChordError', 'CorruptResultError', 'HueyappError', 'PayloadTooLarge', 'SerializationError',
+    'StorageBusyError', 'TaskError', 'TaskRevokedError', 'TimeoutError',
 ]

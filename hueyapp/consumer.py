@@ -1,8 +1,10 @@
-"""Huey's consumer, with the sweep that removes expired results and locks.
+"""Huey's consumer, with the storage sweep and the release of unfinished tasks at shutdown.
 
 Extends :class:`huey.consumer.Scheduler`: after each of Huey's scheduler loops (which move
-due tasks onto the queue and fire periodic tasks), the storage's expired keys are deleted
-at most every ``sweep_interval`` seconds.
+due tasks onto the queue and fire periodic tasks), expired results and locks are deleted and
+the file is compacted, at most every ``sweep_interval`` seconds. Extends
+:class:`huey.consumer.Consumer`: when it stops (SIGINT, SIGTERM), tasks its worker threads
+still hold go back on the queue at once instead of waiting for their lease to lapse.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class Scheduler(HueyScheduler):
             self._next_sweep = time.monotonic() + self.sweep_interval
             try:
                 swept = self.huey.storage.purge_expired()
+                self.huey.storage.compact()
             except Exception:
                 self._logger.exception('Error sweeping expired results.')
             else:
@@ -36,3 +39,11 @@ class Scheduler(HueyScheduler):
 
 class Consumer(HueyConsumer):
     scheduler_class = Scheduler
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            released = self.huey.storage.leases.release_all()
+            if released:
+                self._logger.info('Put %d unfinished task(s) back on the queue.', released)

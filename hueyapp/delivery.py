@@ -11,6 +11,7 @@ message) is acknowledged without running. Messages that cannot run go to the dea
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Iterator
@@ -52,9 +53,21 @@ class AtLeastOnce:
             except Exception as exc:
                 self.storage.bury(delivery, f'cannot be read: {exc!r}')
                 continue
+            if self._signed_too_long_ago(delivery.data):
+                self.storage.bury(delivery, 'signed longer ago than a result lives '
+                                            '(HUEYAPP_RESULT_EXPIRES): a replayed row?')
+                continue
             task.delivery = delivery
             return task
         return None
+
+    def _signed_too_long_ago(self, data: bytes) -> bool:
+        """A signed row older than a result's lifetime could be a replay that no stored
+        outcome would catch any more; rows are re-signed whenever they move, so a live one
+        is never that old unless the queue is that far behind (it is dead-lettered, and an
+        operator's replay re-signs it)."""
+        signed_at = getattr(self.serializer, 'signed_at', None)
+        return signed_at is not None and signed_at(data) < time.time() - self.app.settings.result_expires
 
     def execute(self, task: Task, timestamp=None) -> Any:
         token = current_task.set(task)

@@ -38,6 +38,10 @@ class TaskError(HueyappError):
         return f'{self.exc_type}: {self.message}'
 
 
+class CorruptResultError(HueyappError):
+    """A stored result cannot be read: corrupt, or forged (its signature does not match)."""
+
+
 class TaskRevokedError(HueyappError):
     """The task was revoked or expired before it ran."""
 

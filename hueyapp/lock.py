@@ -2,7 +2,8 @@
 
 The Celery user guide's "only one at a time" recipe, without Django's cache: ``lock()``
 never blocks, says whether it got the lock, and releases only a lock it still owns and only
-before that lock's expiry. A lock left by a killed process is free again once it expires.
+before that lock's expiry. A lock left by a killed process is free again once it expires,
+and at once for the redelivery of the task that held it.
 
 Built on the storage's expiring keys (``put_if_empty(key, value, ttl)``), the same ones
 that make Huey's own ``huey.lock_task(name, ttl=...)`` work on hueyapp's SQLite storage.
@@ -35,13 +36,13 @@ class Lock:
         self.name = name
         self.expire = expire
         self.key = f'hueyapp.lock:{name}'
-        self.owner = uuid.uuid4().hex.encode()
+        self.owner, self.family = _owner()
         self._storage = app.default.storage
         self._deadline: float | None = None
 
     def acquire(self) -> bool:
         """Take the lock if it is free or expired; never waits."""
-        if self._storage.put_if_empty(self.key, self.owner, ttl=self.expire):
+        if self._storage.take_lock(self.key, self.owner, self.expire, self.family):
             self._deadline = time.monotonic() + self.expire
             return True
         return False
@@ -60,6 +61,22 @@ class Lock:
     def locked(self) -> bool:
         """Whether anyone holds the lock now."""
         return self._storage.has_data_for_key(self.key)
+
+
+def _owner() -> tuple[bytes, bytes | None]:
+    """Who holds a lock: inside a consumer, the running task (its id and delivery number).
+
+    A task redelivered after its worker died then takes back the lock its first run left
+    (same id, earlier delivery) instead of being skipped until the lock expires; anyone else,
+    and the same run asking twice, still finds it held. Elsewhere, a fresh random owner.
+    """
+    from hueyapp.delivery import current_task
+    task = current_task.get()
+    delivery = getattr(task, 'delivery', None)
+    if delivery is None:
+        return uuid.uuid4().hex.encode(), None
+    family = f'task:{task.id}:'.encode()
+    return family + str(delivery.deliveries).encode(), family
 
 
 @contextmanager

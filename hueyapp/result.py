@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from huey.constants import EmptyData
 from huey.utils import Error
 
-from hueyapp.errors import TaskRevokedError, TimeoutError
+from hueyapp.errors import CorruptResultError, TaskRevokedError, TimeoutError
 from hueyapp.outcome import Revoked, rebuild_exception
 
 if TYPE_CHECKING:
@@ -65,7 +65,12 @@ class AsyncResult:
         if self._outcome is _NOT_READY:
             raw = self._huey.storage.peek_data(self.id)
             if raw is not EmptyData:
-                self._outcome = self._huey.serializer.deserialize(raw)
+                try:
+                    self._outcome = self._huey.serializer.deserialize(raw)
+                except Exception as exc:
+                    raise CorruptResultError(
+                        f'the stored result of task {self.id} cannot be read ({exc!r}); it was '
+                        f'not written by a hueyapp worker with this serializer and key') from None
             elif self._huey.is_revoked(self.id):
                 return Revoked(self.id, 'revoked before it ran')
         return self._outcome
