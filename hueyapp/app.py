@@ -12,6 +12,7 @@ from typing import Any, Callable
 from hueyapp.config import Database, Settings, create_queues, storage_options
 from hueyapp.engine import RoutedHuey
 from hueyapp.result import AsyncResult
+from hueyapp.serializer import create_serializer
 
 _current: 'App | None' = None
 
@@ -64,14 +65,19 @@ class App:
                                isolation_level=None)
 
     def configure(self, **changes: Any) -> None:
-        """Change settings (e.g. ``db=``, ``immediate=``) at run time; queues stay as declared."""
+        """Change settings (``db=``, ``immediate=``, ``secret_key=``…) at run time.
+
+        Every queue gets a new storage and serializer; the declared queues stay as they are.
+        """
         settings = dataclasses.replace(self.settings, **changes)
         if settings.queues != self.settings.queues:
             raise ValueError('the declared queues cannot change once tasks are declared')
         self.settings = settings
         self.database = Database.for_settings(settings)
+        serializer = create_serializer(settings.serializer, settings.secret_key)
         for huey in self.queues.values():
             huey.storage.close()
             huey.storage_kwargs = storage_options(settings, self.database)
             huey._immediate = settings.immediate
             huey.storage = huey.create_storage()
+            huey.serializer = serializer
