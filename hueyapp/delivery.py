@@ -29,6 +29,10 @@ current_task: ContextVar[Task | None] = ContextVar('hueyapp_current_task', defau
 BURIALS_PER_DEQUEUE = 100
 
 
+class LeaseLost(Exception):
+    """The delivery being settled is no longer this worker's."""
+
+
 class AtLeastOnce:
     def _connect_delivery_signals(self) -> None:
         self.signal(S.SIGNAL_INTERRUPTED)(self._mark_interrupted)
@@ -87,11 +91,15 @@ class AtLeastOnce:
         try:
             with self.storage.database.unit_of_work():
                 value = super().execute(task, timestamp)
-                if getattr(task, 'interrupted', False):
-                    self.storage.release(delivery)
-                else:
-                    self.storage.ack(delivery)
+                settle = self.storage.release if getattr(task, 'interrupted', False) else self.storage.ack
+                if not settle(delivery):
+                    raise LeaseLost(task.id)
                 return value
+        except LeaseLost:
+            # This worker stalled past its lease and another took the task over: its outcome
+            # is the other run's to record, so everything this run wrote is rolled back.
+            logger.warning('%s: lease lost while running; outcome discarded', task)
+            return None
         except Exception as exc:
             # Recording the outcome failed and was rolled back: record that failure instead,
             # so the task ends once rather than being re-run until it is dead-lettered.

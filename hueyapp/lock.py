@@ -67,8 +67,8 @@ def _owner() -> tuple[bytes, bytes | None]:
     """Who holds a lock: inside a consumer, the running task (its id and delivery number).
 
     A task redelivered after its worker died then takes back the lock its first run left
-    (same id, earlier delivery) instead of being skipped until the lock expires; anyone else,
-    and the same run asking twice, still finds it held. Elsewhere, a fresh random owner.
+    (same task id, another hand-out) instead of being skipped until the lock expires; anyone
+    else, and the same run asking twice, still finds it held. Elsewhere, a fresh random owner.
     """
     from hueyapp.delivery import current_task
     task = current_task.get()
@@ -76,7 +76,7 @@ def _owner() -> tuple[bytes, bytes | None]:
     if delivery is None:
         return uuid.uuid4().hex.encode(), None
     family = f'task:{task.id}:'.encode()
-    return family + str(delivery.deliveries).encode(), family
+    return family + delivery.owner.encode(), family
 
 
 @contextmanager

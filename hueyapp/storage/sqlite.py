@@ -298,9 +298,10 @@ class LeaseKeeper:
         self._pid = os.getpid()
 
     def hold(self, delivery: Delivery) -> None:
+        if self._pid != os.getpid():
+            # Forked (process workers): the parent's keeper thread and lock are not ours.
+            self._held, self._thread, self._lock, self._pid = {}, None, threading.Lock(), os.getpid()
         with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's keeper thread is not ours
-                self._held, self._thread, self._pid = {}, None, os.getpid()
             self._held[delivery.row_id] = delivery
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name='hueyapp-lease-keeper',

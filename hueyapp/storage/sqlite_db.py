@@ -43,7 +43,7 @@ def _forget_after_fork() -> None:
     global _databases_lock
     _databases_lock = threading.Lock()
     for database in _databases.values():
-        database._local = threading.local()
+        database._local = _ThreadState()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
