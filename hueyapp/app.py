@@ -6,6 +6,7 @@ the *current* one, which ``AsyncResult(task_id)`` and the locks use when given n
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sqlite3
 from typing import Any, Callable
 
@@ -55,6 +56,11 @@ class App:
     def periodic_task(self, validate_datetime: Callable, queue: str | None = None, **options: Any) -> Callable:
         """Declare a periodic task, e.g. ``@app.periodic_task(crontab(minute='0'))``."""
         return self.queue(queue).periodic_task(validate_datetime, **options)
+
+    def import_task_modules(self) -> None:
+        """Import ``HUEYAPP_IMPORTS``, so this process knows the user's own tasks."""
+        for module in self.settings.imports:
+            importlib.import_module(module)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self)

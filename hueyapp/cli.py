@@ -18,7 +18,9 @@ import click
 
 def _app():
     from hueyapp.app import current_app
-    return current_app()
+    app = current_app()
+    app.import_task_modules()  # to decode the user's own tasks in dead letters
+    return app
 
 
 @click.group()

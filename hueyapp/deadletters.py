@@ -43,7 +43,8 @@ def inspect(letter_id: int, app: 'App | None' = None) -> dict | None:
     except Exception as exc:
         details['task'] = f'(cannot be read: {exc!r})'
     else:
-        details.update(task=task.name, task_id=task.id, args=repr(task.args), kwargs=repr(task.kwargs))
+        details.update(task=app.default._registry.task_to_string(type(task)), task_id=task.id,
+                       args=repr(task.args), kwargs=repr(task.kwargs))
     return details
 
 

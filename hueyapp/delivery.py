@@ -10,6 +10,7 @@ message) is acknowledged without running. Messages that cannot run go to the dea
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from typing import Any, Iterator
 from huey import signals as S
 from huey.api import Task
 
+from hueyapp.errors import StorageBusyError
 from hueyapp.outcome import failure
 
 logger = logging.getLogger('hueyapp.delivery')
@@ -27,6 +29,11 @@ current_task: ContextVar[Task | None] = ContextVar('hueyapp_current_task', defau
 
 # How many unrunnable messages one dequeue call may bury before it yields to the worker loop.
 BURIALS_PER_DEQUEUE = 100
+
+
+def done_key(task_id: str) -> str:
+    """Marks a task whose outcome was recorded; lives as long as a result, survives forget()."""
+    return f'hueyapp.done:{task_id}'
 
 
 class LeaseLost(Exception):
@@ -49,29 +56,36 @@ class AtLeastOnce:
                 return None
             limit = self.app.settings.max_deliveries
             if delivery.deliveries > limit:
-                self.storage.bury(delivery, f'handed out {delivery.deliveries} times (limit {limit}): '
-                                            f'its run keeps killing its worker')
+                self._bury(delivery, f'handed out {delivery.deliveries} times (limit {limit}): '
+                                     f'its run keeps killing its worker')
                 continue
             try:
                 task = self.deserialize_task(delivery.data)
             except Exception as exc:
-                self.storage.bury(delivery, f'cannot be read: {exc!r}')
+                self._bury(delivery, f'cannot be read: {exc!r}')
                 continue
             if self._signed_too_long_ago(delivery.data):
-                self.storage.bury(delivery, 'signed longer ago than a result lives '
-                                            '(HUEYAPP_RESULT_EXPIRES): a replayed row?')
+                self._bury(delivery, 'signed longer ago than a result lives '
+                                     '(HUEYAPP_RESULT_EXPIRES): a replayed row?')
                 continue
             task.delivery = delivery
             return task
         return None
+
+    def _bury(self, delivery, reason: str) -> None:
+        logger.error('Dead-lettered a message of queue %s: %s', delivery.queue, reason)
+        self.storage.bury(delivery, reason)
 
     def _signed_too_long_ago(self, data: bytes) -> bool:
         """A signed row older than a result's lifetime could be a replay that no stored
         outcome would catch any more; rows are re-signed whenever they move, so a live one
         is never that old unless the queue is that far behind (it is dead-lettered, and an
         operator's replay re-signs it)."""
+        return self._signed_before(data, time.time() - self.app.settings.result_expires)
+
+    def _signed_before(self, data: bytes, moment: float) -> bool:
         signed_at = getattr(self.serializer, 'signed_at', None)
-        return signed_at is not None and signed_at(data) < time.time() - self.app.settings.result_expires
+        return signed_at is not None and signed_at(data) < moment
 
     def execute(self, task: Task, timestamp=None) -> Any:
         token = current_task.set(task)
@@ -84,7 +98,7 @@ class AtLeastOnce:
             current_task.reset(token)
 
     def _execute_delivery(self, task: Task, delivery, timestamp) -> Any:
-        if self.storage.has_data_for_key(task.id):
+        if self.storage.peek_many([task.id, done_key(task.id)]):
             logger.warning('%s already has an outcome; acknowledged without running it again', task)
             self.storage.ack(delivery)
             return None
@@ -100,14 +114,33 @@ class AtLeastOnce:
             # is the other run's to record, so everything this run wrote is rolled back.
             logger.warning('%s: lease lost while running; outcome discarded', task)
             return None
-        except Exception as exc:
-            # Recording the outcome failed and was rolled back: record that failure instead,
-            # so the task ends once rather than being re-run until it is dead-lettered.
-            logger.exception('Could not record the outcome of %s', task)
-            with self.storage.database.unit_of_work():
-                self.put_result(task.id, failure(task.id, exc, serialize=self.serializer.serialize))
-                self.storage.ack(delivery)
+        except StorageBusyError:
+            # The file stayed locked past HUEYAPP_BUSY_TIMEOUT and the outcome was rolled back:
+            # stop renewing the lease, so the task runs again once it lapses. Nothing is lost.
+            logger.exception('Could not record the outcome of %s; it will run again', task)
+            self.storage.leases.drop(delivery)
             return None
+        except Exception as exc:
+            # Recording the outcome failed and was rolled back (e.g. the chain's next step is
+            # too large): record that failure on the task, its chain and its chord instead, so
+            # they end once rather than hang, or re-run until dead-lettered.
+            logger.exception('Could not record the outcome of %s', task)
+            self._record_failure(task, delivery, exc)
+            return None
+
+    def _record_failure(self, task: Task, delivery, exc: Exception) -> None:
+        error = failure(task.id, exc, serialize=self.serializer.serialize)
+        try:
+            with self.storage.database.unit_of_work():
+                step = task
+                while step is not None:
+                    self.put_result(step.id, error)
+                    step = step.on_complete
+                self._abort_chord_member(task, error)
+                self.storage.ack(delivery)
+        except Exception:
+            logger.exception('Could not record the failure of %s either; it will run again', task)
+            self.storage.leases.drop(delivery)
 
     @contextmanager
     def _timeout_context(self, task: Task) -> Iterator[None]:
@@ -126,8 +159,25 @@ class AtLeastOnce:
             due = []
             for data in self.storage.read_schedule(timestamp):
                 try:
-                    due.append(self.deserialize_task(data))
+                    task = self.deserialize_task(data)
                 except Exception as exc:
-                    self.storage.bury_data(data, f'cannot be read: {exc!r}')
-            self.enqueue_many(due)
+                    self._bury_data(data, f'cannot be read: {exc!r}')
+                    continue
+                if self._stale_in_schedule(task, data):
+                    self._bury_data(data, 'signed longer ago than a result lives '
+                                          '(HUEYAPP_RESULT_EXPIRES), and due as long ago: '
+                                          'a replayed row?')
+                    continue
+                due.append(task)
+            self.enqueue_many(due)  # re-signed on the way
         return []
+
+    def _stale_in_schedule(self, task: Task, data: bytes) -> bool:
+        """Signed and due more than a result's lifetime ago: a copied row, not a late one."""
+        due_at = task.eta.replace(tzinfo=datetime.timezone.utc).timestamp() if task.eta else 0
+        horizon = time.time() - self.app.settings.result_expires
+        return due_at < horizon and self._signed_before(data, horizon)
+
+    def _bury_data(self, data: bytes, reason: str) -> None:
+        logger.error('Dead-lettered a scheduled message of queue %s: %s', self.name, reason)
+        self.storage.bury_data(data, reason)

@@ -16,7 +16,6 @@ share the task registry and the SQLite file. The overrides, each marked where it
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 from typing import Iterable, Mapping
 
@@ -24,9 +23,9 @@ from huey import signals as S
 from huey.api import Huey, Task
 from huey.utils import SKIPPED, Error, normalize_time
 
-from hueyapp.delivery import AtLeastOnce
-from hueyapp.errors import ChordError, PayloadTooLarge, SerializationError
-from hueyapp.outcome import Revoked, failure
+from hueyapp.delivery import AtLeastOnce, current_task, done_key
+from hueyapp.errors import ChordError, CorruptResultError, PayloadTooLarge, SerializationError
+from hueyapp.outcome import Revoked, Stored, failure
 from hueyapp.storage import SqliteStorage
 from hueyapp.task import TaskFunction
 
@@ -61,8 +60,7 @@ class RoutedHuey(AtLeastOnce, Huey):
     def create_consumer(self, **options):
         """Huey's consumer plus the result sweep; imports ``HUEYAPP_IMPORTS`` first."""
         from hueyapp.consumer import Consumer
-        for module in self.app.settings.imports:
-            importlib.import_module(module)
+        self.app.import_task_modules()
         return Consumer(self, **options)
 
     # -- routing ----------------------------------------------------------------------
@@ -138,7 +136,29 @@ class RoutedHuey(AtLeastOnce, Huey):
         # Huey.revoke keeps the flag forever; here it lives as long as a result would.
         if revoke_until is not None:
             revoke_until = normalize_time(revoke_until, utc=self.utc)
-        self.put_result(task.revoke_id, (revoke_until, revoke_once))
+        self.storage.put_data(task.revoke_id, self.serializer.serialize((revoke_until, revoke_once)),
+                              is_result=True)
+
+    # -- the result store ---------------------------------------------------------------
+    def put_result(self, key: str, data) -> None:
+        # Extends Huey.put_result: the stored value names its key (see outcome.Stored), and a
+        # task's own outcome also marks the task done, a mark that forget() does not remove.
+        super().put_result(key, Stored(key, data))
+        running = current_task.get()
+        if running is not None and running.id == key:
+            self.storage.put_data(done_key(key), b'', is_result=True)
+
+    def read_result(self, key: str, raw: bytes):
+        """The outcome stored under ``key``, checked to belong there."""
+        try:
+            stored = self.serializer.deserialize(raw)
+        except Exception as exc:
+            raise CorruptResultError(
+                f'the stored result of task {key} cannot be read ({exc!r}); it was not written '
+                f'by a hueyapp worker with this serializer and key') from None
+        if not isinstance(stored, Stored) or stored.key != key:
+            raise CorruptResultError(f'the stored result of task {key} was written for another key')
+        return stored.value
 
     def read_periodic(self, timestamp):
         # Huey's scheduler asks every consumer each minute. Only the queue a periodic task
@@ -148,7 +168,8 @@ class RoutedHuey(AtLeastOnce, Huey):
         minute = timestamp.strftime('%Y-%m-%dT%H:%M')
         return [task for task in super().read_periodic(timestamp)
                 if self.queue_for(task) is self
-                and self.storage.put_if_empty(f'hueyapp.periodic:{task.name}:{minute}', b'1', ttl=3600)]
+                and self.storage.put_if_empty(
+                    f'hueyapp.periodic:{self._registry.task_to_string(type(task))}:{minute}', b'1', ttl=3600)]
 
     # -- immediate mode ---------------------------------------------------------------
     def _as_delivered(self, task: Task) -> Task:
@@ -191,7 +212,7 @@ class RoutedHuey(AtLeastOnce, Huey):
             return
         self.storage.delete_counter(f'chord:{cc.cid}')
         keys = [f'chord:{cc.cid}:{idx}' for idx in range(cc.size)]
-        values = [self.get(key, peek=True) for key in keys]
+        values = [self.read_result(key, self.storage.peek_data(key)) for key in keys]
         for key in keys:
             self.delete(key)
 

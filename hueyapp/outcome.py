@@ -6,8 +6,8 @@ own exception type in another process. A task that never ran leaves a ``Revoked`
 """
 from __future__ import annotations
 
-import importlib
 import pickle
+import sys
 import traceback
 from collections import namedtuple
 from typing import Any, Callable
@@ -17,6 +17,10 @@ from huey.utils import Error
 from hueyapp.errors import TaskError
 
 Revoked = namedtuple('Revoked', ('task_id', 'reason'))
+
+# Every stored outcome names the key it was stored under, so a signed result copied onto
+# another task's key is caught when read (the signature alone does not cover the key).
+Stored = namedtuple('Stored', ('key', 'value'))
 
 
 def describe_exception(exc: BaseException, serialize: Callable[[Any], bytes] = pickle.dumps) -> dict[str, Any]:
@@ -47,12 +51,14 @@ def failure(task_id: str, exc: BaseException, retries: int = 0,
 
 
 def rebuild_exception(metadata: dict[str, Any]) -> BaseException:
-    """The task's own exception if its type imports here and accepts its args, else TaskError."""
+    """The task's own exception if its type is already loaded here and accepts its args,
+    else TaskError. Nothing is imported: a stored result must never make a reader run a
+    module's code (a forged row could name any module)."""
     type_path = metadata.get('exc_type') or 'Exception'
     message = metadata.get('exc_message') or metadata.get('error') or ''
     module_name, _, qualname = type_path.rpartition('.')
     try:
-        found: Any = importlib.import_module(module_name or 'builtins')
+        found: Any = sys.modules[module_name or 'builtins']
         for part in qualname.split('.'):
             found = getattr(found, part)
         if isinstance(found, type) and issubclass(found, BaseException):

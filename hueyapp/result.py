@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from huey.constants import EmptyData
 from huey.utils import Error
 
-from hueyapp.errors import CorruptResultError, TaskRevokedError, TimeoutError
+from hueyapp.errors import TaskRevokedError, TimeoutError
 from hueyapp.outcome import Revoked, rebuild_exception
 
 if TYPE_CHECKING:
@@ -65,12 +65,7 @@ class AsyncResult:
         if self._outcome is _NOT_READY:
             raw = self._huey.storage.peek_data(self.id)
             if raw is not EmptyData:
-                try:
-                    self._outcome = self._huey.serializer.deserialize(raw)
-                except Exception as exc:
-                    raise CorruptResultError(
-                        f'the stored result of task {self.id} cannot be read ({exc!r}); it was '
-                        f'not written by a hueyapp worker with this serializer and key') from None
+                self._outcome = self._huey.read_result(self.id, raw)
             elif self._huey.is_revoked(self.id):
                 return Revoked(self.id, 'revoked before it ran')
         return self._outcome
@@ -141,7 +136,8 @@ class AsyncResult:
         self._huey.revoke_by_id(self.id, revoke_once=True)
 
     def forget(self) -> None:
-        """Delete the stored result; the id reads as PENDING afterwards."""
+        """Delete the stored result; the id reads as PENDING afterwards (the task is not
+        run again, should its message come back)."""
         self._huey.storage.delete_data(self.id)
         self._outcome = _NOT_READY
 

@@ -70,10 +70,11 @@ def _named_tuples() -> dict[str, type]:
     from huey.registry import Message
     from huey.utils import Error
 
-    from hueyapp.outcome import Revoked
+    from hueyapp.outcome import Revoked, Stored
     from hueyapp.registry import RoutedMessage
     return {'huey.Message': Message, 'huey.Error': Error,
-            'hueyapp.RoutedMessage': RoutedMessage, 'hueyapp.Revoked': Revoked}
+            'hueyapp.RoutedMessage': RoutedMessage, 'hueyapp.Revoked': Revoked,
+            'hueyapp.Stored': Stored}
 
 
 @functools.cache

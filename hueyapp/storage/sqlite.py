@@ -283,7 +283,8 @@ class SqliteStorage(HueySqliteStorage):
     def compact(self) -> None:
         """Give freed pages back and fold the WAL into the file, so it does not grow unbounded."""
         if not self.database.uri:
-            self.database.execute(sql.INCREMENTAL_VACUUM)
+            # executescript steps the pragma to the end; a plain execute frees one page.
+            self.database.retry(lambda: self.database.connection.executescript(sql.INCREMENTAL_VACUUM))
             self.database.execute(sql.CHECKPOINT)
 
 

@@ -85,6 +85,8 @@ class SqliteDatabase:
         conn = sqlite3.connect(self.target, uri=self.uri, timeout=self.lock_wait,
                                isolation_level=None, check_same_thread=False)
         if not self.uri:
+            # auto_vacuum only takes on a new file, and only before the switch to WAL.
+            conn.execute('pragma auto_vacuum = incremental')
             conn.execute('pragma journal_mode = wal')
         return conn
 
