@@ -14,6 +14,7 @@ import threading
 import time
 
 from hueyapp.tasks import add, app, huey, hipri  # noqa: F401  (re-exported for huey_consumer)
+from tests.waiting import wait_until  # noqa: F401  (the poison tests import it from here)
 
 __all__ = ['add', 'app', 'huey', 'hipri', 'suicide', 'die_once', 'touch', 'record', 'started_then_sleep',
            'raise_unpicklable', 'return_unserializable', 'size', 'grow', 'tick',
@@ -162,13 +163,3 @@ def dead_letter_rows(db) -> list:
     return query(db, 'select id, queue, reason, deliveries, data from hueyapp_dead_letter order by id')
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f'timed out after {timeout}s waiting for {what}')
-        time.sleep(interval)

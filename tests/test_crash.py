@@ -28,6 +28,7 @@ import pytest
 
 from hueyapp.canvas import chord
 from hueyapp.tasks import huey
+from tests.waiting import wait_until as wait_for
 from tests.crash_tasks import (LOG_ENV, crash_single, crash_slow, crash_total, init_events,
                                read_events)
 
@@ -47,17 +48,6 @@ def crash_env(events: Path, lease: float = 1) -> dict:
     return {'PYTHONPATH': CHECKOUT, LOG_ENV: str(events), 'HUEYAPP_LEASE_SECONDS': str(lease)}
 
 
-def wait_for(predicate, timeout: float, what: str, *consumers):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            logs = ''.join(f'\n--- log of consumer {c.pid} ---\n{c.log()[-4000:]}' for c in consumers)
-            pytest.fail(f'timed out after {timeout}s waiting for {what}{logs}')
-        time.sleep(0.05)
 
 
 def query(db: Path, sql: str, params=()) -> list[tuple]:
