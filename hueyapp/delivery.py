@@ -132,10 +132,7 @@ class AtLeastOnce:
         error = failure(task.id, exc, serialize=self.serializer.serialize)
         try:
             with self.storage.database.unit_of_work():
-                step = task
-                while step is not None:
-                    self.put_result(step.id, error)
-                    step = step.on_complete
+                self.put_result_along_chain(task, error)
                 self._abort_chord_member(task, error)
                 self.storage.ack(delivery)
         except Exception:

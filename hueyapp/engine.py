@@ -11,13 +11,17 @@ share the task registry and the SQLite file. The overrides, each marked where it
   retry delays included), so users' unit tests see what the consumer would do;
 * ``_check_chord``: the body runs only when every header task succeeded, else its result is
   a ``ChordError`` naming the failed task (Huey would run the body with the error values);
-* revoked and expired tasks leave a ``Revoked`` outcome instead of no result at all.
+* revoked and expired tasks leave a ``Revoked`` outcome instead of no result at all;
+* results are stored as ``Stored(key, value)`` and read back checked against their key;
+* a periodic task fires once per minute per file, however many consumers ask.
+
+At-least-once delivery (leases, one transaction per outcome) is :mod:`hueyapp.delivery`.
 """
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from huey import signals as S
 from huey.api import Huey, Task
@@ -115,21 +119,11 @@ class RoutedHuey(AtLeastOnce, Huey):
 
     def _unserializable_step(self, task: Task) -> Task | None:
         """Which task of a message (its chain steps, its chord's body) has the bad arguments."""
-        steps, step = [], task
-        while step is not None:
-            steps.append(step)
-            if step.chord_config is not None:
-                steps.append(step.chord_config.callback)
-            step = step.on_complete
-        for step in steps:
+        for step in _tasks_in_message(task):
             try:
                 self.serializer.serialize(step.data)
             except Exception:
                 return step
-            if step is not task and step.on_complete is not None:
-                found = self._unserializable_step(step)
-                if found is not None:
-                    return found
         return None
 
     def revoke(self, task, revoke_until=None, revoke_once=False):
@@ -191,12 +185,15 @@ class RoutedHuey(AtLeastOnce, Huey):
         # Extends Huey's error metadata with the exception's type and args (see hueyapp.outcome).
         return failure(task.id, exception, task.retries, self.serializer.serialize).metadata
 
-    def _record_not_run(self, signal: str, task: Task, *args) -> None:
-        outcome = Revoked(task.id, signal)
+    def put_result_along_chain(self, task: Task, outcome) -> None:
+        """Store ``outcome`` for the task and every later step of its chain (none will run)."""
         step = task
         while step is not None:
             self.put_result(step.id, outcome)
             step = step.on_complete
+
+    def _record_not_run(self, signal: str, task: Task, *args) -> None:
+        self.put_result_along_chain(task, Revoked(task.id, signal))
 
     def _abort_chord_member(self, task: Task, value):
         # Huey reports a skipped member as an anonymous SKIPPED; name it, for the ChordError.
@@ -226,7 +223,13 @@ class RoutedHuey(AtLeastOnce, Huey):
         failed_id = bad.metadata.get('task_id') if isinstance(bad, Error) else bad.task_id
         error = failure(callback.id, ChordError(f'Dependency {failed_id} raised {cause}'),
                         serialize=self.serializer.serialize)
-        step = callback
-        while step is not None:
-            self.put_result(step.id, error)
-            step = step.on_complete
+        self.put_result_along_chain(callback, error)
+
+
+def _tasks_in_message(task: Task) -> Iterator[Task]:
+    """A task and every task its message carries: chain steps, chord body, error handler."""
+    yield task
+    for carried in (task.on_complete, task.on_error,
+                    task.chord_config.callback if task.chord_config is not None else None):
+        if carried is not None:
+            yield from _tasks_in_message(carried)
