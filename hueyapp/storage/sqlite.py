@@ -282,10 +282,17 @@ class SqliteStorage(HueySqliteStorage):
 
     def compact(self) -> None:
         """Give freed pages back and fold the WAL into the file, so it does not grow unbounded."""
-        if not self.database.uri:
-            # executescript steps the pragma to the end; a plain execute frees one page.
-            self.database.retry(lambda: self.database.connection.executescript(sql.INCREMENTAL_VACUUM))
-            self.database.execute(sql.CHECKPOINT)
+        if self.database.uri:
+            return
+        # executescript steps the pragma to the end; a plain execute frees one page.
+        self.database.retry(lambda: self.database.connection.executescript(sql.INCREMENTAL_VACUUM))
+        # A checkpoint cannot reset the WAL while a reader (another worker's poll) is inside
+        # it; such readers are short, so try a few times.
+        for _ in range(50):
+            (busy, _, _), = self.database.execute(sql.CHECKPOINT)
+            if not busy:
+                return
+            time.sleep(0.02)
 
 
 class LeaseKeeper:
