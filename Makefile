@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# hueyapp against Huey (SQLite, Redis), Celery and RQ; see docs/benchmarks.md (~4 minutes).
+bench: install
+	$(BIN)/python -m pip install --quiet celery redis rq
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) *.egg-info hueyapp.db hueyapp.db-wal hueyapp.db-shm

@@ -14,7 +14,9 @@ are used as they are. What changes, and why:
   ``result_expires``, and ``put_if_empty(..., ttl=...)`` works, so Huey's own
   ``huey.lock_task(name, ttl=...)`` works on SQLite (plain Huey raises there);
 * ``lease()`` waits up to ``read_timeout`` for a task (``blocking = True``), so Huey's worker
-  never backs off to its 10 s polling interval.
+  never backs off to its 10 s polling interval; it sleeps on a wake-up socket
+  (:mod:`hueyapp.storage.wakeup`) that producers signal after their commit, and so does
+  ``wait_result`` for results: pickup and ``get()`` answer in about a millisecond.
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ class SqliteStorage(HueySqliteStorage):
     def __init__(self, name: str = 'huey', filename: str = 'hueyapp.db', *,
                  result_expires: float = 86400.0, lease_seconds: float = 30.0,
                  busy_timeout: float = 60.0, read_timeout: float = 1.0,
-                 poll_interval: float = 0.02, uri: bool = False, **kwargs) -> None:
+                 poll_interval: float = 0.25, uri: bool = False, **kwargs) -> None:
         self.result_expires = result_expires
         self.lease_seconds = lease_seconds
         self.read_timeout = read_timeout
@@ -109,17 +111,36 @@ class SqliteStorage(HueySqliteStorage):
     # -- queue ------------------------------------------------------------------------
     def enqueue(self, data: bytes, priority: float | None = None) -> None:
         self.sql(sql.ENQUEUE, (self.name, self.to_blob(data), priority or 0), commit=True)
+        self._wake(f'queue.{self.name}')
 
     def enqueue_many(self, rows: Iterable[tuple[str, bytes, float | None]]) -> None:
         """Insert ``(queue, data, priority)`` rows in one transaction: all or none."""
         params = [(queue, self.to_blob(data), priority or 0) for queue, data, priority in rows]
         with self.database.transaction() as cursor:
             cursor.executemany(sql.ENQUEUE, params)
+        for queue in {queue for queue, _, _ in params}:
+            self._wake(f'queue.{queue}')
+
+    def _wake(self, topic: str) -> None:
+        """Wake the waiters of ``topic`` once this thread's writes are committed."""
+        wakeups = self.database.wakeups
+        if wakeups is not None:
+            self.database.after_commit(lambda: wakeups.notify(topic))
+
+    def _wait(self, topic: str, seconds: float) -> None:
+        wakeups = self.database.wakeups
+        if wakeups is None:
+            time.sleep(seconds)
+        else:
+            wakeups.wait(topic, seconds)
 
     def lease(self) -> Delivery | None:
         """Hand out the next free task for ``lease_seconds``, waiting up to ``read_timeout``."""
         deadline = time.monotonic() + self.read_timeout
-        for _ in range(1 + int(self.read_timeout / self.poll_interval)):
+        topic = f'queue.{self.name}'
+        if self.database.wakeups is not None:
+            self.database.wakeups.arm(topic)
+        for _ in range(1000):  # each round waits, or ends the call: bounded by read_timeout
             if self.sql(sql.ANY_FREE_TASK, {'queue': self.name, 'now': time.time()}, results=True):
                 owner = uuid.uuid4().hex
                 rows = self.sql(sql.LEASE, {'queue': self.name, 'now': time.time(), 'owner': owner,
@@ -129,10 +150,29 @@ class SqliteStorage(HueySqliteStorage):
                     delivery = Delivery(row_id, bytes(data), deliveries, owner, self.name)
                     self.leases.hold(delivery)
                     return delivery
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 break
-            time.sleep(self.poll_interval)
+            self._wait(topic, min(remaining, self.poll_interval))
         return None
+
+    def wait_result(self, key: str, timeout: float | None = None, backoff: float = 1.15,
+                    max_delay: float = 1.0) -> bool:
+        """Block until ``key`` has a result (True) or ``timeout`` passes (False).
+
+        Replaces Huey's polling with backoff: sleeps on the results wake-up, looking at
+        the database at least every ``poll_interval`` in case a wake-up went missing.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.database.wakeups is not None:
+            self.database.wakeups.arm('results')
+        while True:
+            if self.has_data_for_key(key):
+                return True
+            remaining = self.poll_interval if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._wait('results', min(remaining, self.poll_interval))
 
     def dequeue(self) -> bytes | None:
         """Huey's destructive dequeue, for code that calls the storage directly."""
@@ -154,7 +194,9 @@ class SqliteStorage(HueySqliteStorage):
         self.leases.drop(delivery)
         with self.database.transaction() as cursor:
             cursor.execute(sql.RELEASE, {'id': delivery.row_id, 'owner': delivery.owner})
-            return cursor.rowcount == 1
+            released = cursor.rowcount == 1
+        self._wake(f'queue.{delivery.queue}')
+        return released
 
     def bury(self, delivery: Delivery, reason: str) -> None:
         """Move a message no worker can run to the dead letters, with the reason."""
@@ -212,6 +254,8 @@ class SqliteStorage(HueySqliteStorage):
         expires_at = time.time() + self.result_expires if is_result else None
         self.sql(sql.PUT, {'key': key, 'value': self.to_blob(value), 'expires_at': expires_at},
                  commit=True)
+        if is_result:
+            self._wake('results')
 
     def peek_data(self, key: str):
         rows = self.sql(sql.PEEK, {'key': key, 'now': time.time()}, results=True)

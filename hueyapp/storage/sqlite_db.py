@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
 from hueyapp.errors import StorageBusyError
+from hueyapp.storage.wakeup import Wakeups
 
 T = TypeVar('T')
 
@@ -59,6 +60,9 @@ class _ThreadState(threading.local):
     suspended: bool = False    # user code runs: its writes commit on their own
     in_transaction: bool = False
 
+    def __init__(self) -> None:
+        self.after_commit: list[Callable[[], None]] = []  # run once the open transaction commits
+
 
 class SqliteDatabase:
     lock_wait = 1.0  # SQLite's busy handler, per attempt
@@ -71,6 +75,8 @@ class SqliteDatabase:
         # A shared-cache in-memory database lives only while a connection to it is open.
         self._keepalive = (sqlite3.connect(target, uri=True, check_same_thread=False)
                            if uri and 'mode=memory' in target else None)
+        # Only a file has other processes to wake up.
+        self.wakeups: Wakeups | None = None if uri else Wakeups(target)
 
     # -- connections ------------------------------------------------------------------
     @property
@@ -147,8 +153,21 @@ class SqliteDatabase:
         self._local.in_transaction = True
 
     def _end(self, verb: str) -> None:
-        self._local.in_transaction = False
+        state = self._local
+        state.in_transaction = False
         self.connection.execute(verb)
+        callbacks, state.after_commit = state.after_commit, []
+        if verb == 'commit':
+            for callback in callbacks:
+                callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once what this thread wrote is committed (now, if it is)."""
+        state = self._local
+        if state.in_transaction or (state.unit_depth and not state.suspended):
+            state.after_commit.append(callback)
+        else:
+            callback()
 
     @contextmanager
     def unit_of_work(self) -> Iterator[None]:
@@ -166,6 +185,8 @@ class SqliteDatabase:
                 self._end('commit')
         finally:
             state.unit_depth -= 1
+            if not state.unit_depth:
+                state.after_commit = []
 
     @contextmanager
     def suspended(self) -> Iterator[None]:

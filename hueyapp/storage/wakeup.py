@@ -1,0 +1,141 @@
+"""Wake-ups between the processes sharing one SQLite file, instead of polling it.
+
+SQLite cannot tell a waiting process that another one committed. Each waiter (a worker
+waiting for tasks of a queue, a ``get()`` waiting for results) binds a Unix datagram socket
+in a private directory beside the database; after a commit, the writer sends one byte to
+every socket of that topic. A waiter blocks in ``select`` until a byte arrives, so it picks
+work up in about a millisecond and costs no CPU while idle. A missed or stale wake-up only
+costs latency: waiters still look at the database every ``fallback`` seconds.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import select
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+SCAN_EVERY = 0.5  # seconds a writer trusts its list of waiters before looking again
+
+
+def channel_directory(database_path: str) -> Path:
+    """A short private directory for one database file (socket paths are limited to 107 bytes)."""
+    digest = hashlib.sha1(os.path.realpath(database_path).encode()).hexdigest()[:16]
+    directory = Path(tempfile.gettempdir()) / f'hueyapp-{os.getuid()}-{digest}'
+    directory.mkdir(mode=0o700, exist_ok=True)
+    if directory.stat().st_uid != os.getuid():
+        raise PermissionError(f'{directory} belongs to another user')
+    return directory
+
+
+class Wakeups:
+    """The wake-up channel of one database file, as seen by one process."""
+
+    def __init__(self, database_path: str) -> None:
+        self.directory = channel_directory(database_path)
+        self._local = threading.local()
+        self._sender: socket.socket | None = None
+        self._waiters: dict[str, tuple[float, list[str]]] = {}
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        atexit.register(self.close)
+
+    # -- waiting ----------------------------------------------------------------------
+    def wait(self, topic: str, timeout: float) -> bool:
+        """Block until a writer notifies ``topic`` or ``timeout`` passes; True if notified."""
+        listener = self._listener(topic)
+        readable, _, _ = select.select([listener], [], [], max(timeout, 0))
+        if not readable:
+            return False
+        while True:  # one wake-up for however many bytes arrived
+            try:
+                listener.recv(64)
+            except BlockingIOError:
+                return True
+
+    def arm(self, topic: str) -> None:
+        """Start listening before checking the database, so no notification is missed."""
+        self._listener(topic)
+
+    def _listener(self, topic: str) -> socket.socket:
+        self._forget_if_forked()
+        listeners = getattr(self._local, 'listeners', None)
+        if listeners is None:
+            listeners = self._local.listeners = {}
+        listener = listeners.get(topic)
+        if listener is None:
+            path = self.directory / f'{topic}.{os.getpid()}.{uuid.uuid4().hex[:12]}'
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.directory.mkdir(mode=0o700, exist_ok=True)  # another process may have tidied it
+            listener.bind(str(path))
+            listener.setblocking(False)
+            listeners[topic] = listener
+            with self._lock:
+                self._own_paths().append(str(path))
+        return listener
+
+    # -- notifying --------------------------------------------------------------------
+    def notify(self, topic: str) -> None:
+        """Wake every waiter of ``topic`` (after a commit that concerns it)."""
+        self._forget_if_forked()
+        for path in self._waiters_of(topic):
+            try:
+                self._socket().sendto(b'!', path)
+            except (BlockingIOError, InterruptedError):
+                pass  # its buffer is full: it has wake-ups pending already
+            except (ConnectionRefusedError, FileNotFoundError):
+                self._forget_waiter(topic, path)  # its process is gone
+            except OSError:
+                pass
+
+    def _waiters_of(self, topic: str) -> list[str]:
+        scanned_at, paths = self._waiters.get(topic, (0.0, []))
+        if time.monotonic() - scanned_at > SCAN_EVERY:
+            prefix = f'{topic}.'
+            paths = [entry.path for entry in os.scandir(self.directory) if entry.name.startswith(prefix)]
+            self._waiters[topic] = (time.monotonic(), paths)
+        return paths
+
+    def _forget_waiter(self, topic: str, path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        scanned_at, paths = self._waiters.get(topic, (0.0, []))
+        self._waiters[topic] = (scanned_at, [p for p in paths if p != path])
+
+    def _socket(self) -> socket.socket:
+        if self._sender is None:
+            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sender.setblocking(False)
+        return self._sender
+
+    # -- lifecycle --------------------------------------------------------------------
+    def _own_paths(self) -> list[str]:
+        if not hasattr(self, '_paths'):
+            self._paths: list[str] = []
+        return self._paths
+
+    def _forget_if_forked(self) -> None:
+        if self._pid != os.getpid():  # a forked worker binds its own sockets
+            self._pid, self._local, self._sender, self._paths = os.getpid(), threading.local(), None, []
+            self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Remove this process's sockets (at exit)."""
+        if self._pid != os.getpid():
+            return
+        for path in self._own_paths():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        try:
+            self.directory.rmdir()  # only if no other process waits here any more
+        except OSError:
+            pass

@@ -1,0 +1,79 @@
+"""Wake-ups between processes: a commit wakes the waiters of its topic, and only after it."""
+import os
+import subprocess
+import sys
+import threading
+
+from hueyapp.storage.sqlite_db import SqliteDatabase
+from hueyapp.storage.wakeup import Wakeups
+
+
+def test_a_notification_wakes_a_waiter_in_another_thread(tmp_path):
+    wakeups = Wakeups(str(tmp_path / 'a.db'))
+    armed, woken = threading.Event(), []
+
+    def wait_in_thread():
+        wakeups.arm('queue.default')  # a socket per thread, bound before the check-then-wait
+        armed.set()
+        woken.append(wakeups.wait('queue.default', 10))
+
+    waiter = threading.Thread(target=wait_in_thread)
+    waiter.start()
+    assert armed.wait(10)
+    wakeups.notify('queue.default')
+    waiter.join(10)
+    assert woken == [True]
+    wakeups.close()
+
+
+def test_a_wait_without_notification_times_out_false(tmp_path):
+    wakeups = Wakeups(str(tmp_path / 'b.db'))
+    assert wakeups.wait('results', 0.05) is False
+    wakeups.close()
+
+
+def test_other_topics_do_not_wake(tmp_path):
+    wakeups = Wakeups(str(tmp_path / 'c.db'))
+    wakeups.arm('queue.hipri')
+    wakeups.notify('queue.default')
+    assert wakeups.wait('queue.hipri', 0.05) is False
+    wakeups.close()
+
+
+def test_the_socket_of_a_dead_process_is_removed_by_the_next_notifier(tmp_path):
+    db = str(tmp_path / 'd.db')
+    code = ('import sys; from hueyapp.storage.wakeup import Wakeups; '
+            f'w = Wakeups({db!r}); w.arm("results"); print(w._own_paths()[0]); sys.stdout.flush(); '
+            'import os; os._exit(0)')  # no atexit tidying: as if killed
+    path = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+    assert os.path.exists(path)
+    wakeups = Wakeups(db)
+    wakeups.notify('results')
+    assert not os.path.exists(path)
+    wakeups.close()
+
+
+def test_wake_ups_wait_for_the_unit_of_work_to_commit(tmp_path):
+    database = SqliteDatabase(str(tmp_path / 'e.db'), uri=False)
+    calls = []
+    with database.unit_of_work():
+        with database.transaction() as cursor:
+            cursor.execute('create table t (x)')
+        database.after_commit(lambda: calls.append('after'))
+        assert calls == []
+    assert calls == ['after']
+
+
+def test_wake_ups_of_a_rolled_back_unit_never_fire(tmp_path):
+    database = SqliteDatabase(str(tmp_path / 'f.db'), uri=False)
+    calls = []
+    try:
+        with database.unit_of_work():
+            with database.transaction() as cursor:
+                cursor.execute('create table t (x)')
+            database.after_commit(lambda: calls.append('after'))
+            raise RuntimeError('rolled back')
+    except RuntimeError:
+        pass
+    assert calls == []
