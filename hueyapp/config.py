@@ -19,6 +19,8 @@ variable                   default          meaning
 ``HUEYAPP_BUSY_TIMEOUT``   ``60``           seconds to wait for another process's write lock
 ``HUEYAPP_SERIALIZER``     ``pickle``       ``pickle`` or ``json`` (no code in the database)
 ``HUEYAPP_SECRET_KEY``     (empty)          sign every message and result with this key
+``HUEYAPP_SYNCHRONOUS``    ``full``         SQLite's ``synchronous``: ``full`` fsyncs every
+                                            commit; ``normal`` survives kill -9, not power loss
 =========================  ===============  ================================================
 """
 from __future__ import annotations
@@ -102,6 +104,7 @@ class Settings:
     busy_timeout: float = 60.0
     serializer: str = 'pickle'
     secret_key: str | None = None
+    synchronous: str = 'full'
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> 'Settings':
@@ -129,6 +132,8 @@ class Settings:
             serializer=_choice('HUEYAPP_SERIALIZER', get('HUEYAPP_SERIALIZER', cls.serializer),
                                ('pickle', 'json')),
             secret_key=get('HUEYAPP_SECRET_KEY', '') or None,
+            synchronous=_choice('HUEYAPP_SYNCHRONOUS', get('HUEYAPP_SYNCHRONOUS', cls.synchronous),
+                                ('full', 'normal')),
         )
 
     @property
@@ -155,7 +160,7 @@ def storage_options(settings: Settings, database: Database) -> dict:
     """Keyword arguments for :class:`hueyapp.storage.SqliteStorage`."""
     return {'filename': database.target, 'uri': database.uri,
             'result_expires': settings.result_expires, 'lease_seconds': settings.lease_seconds,
-            'busy_timeout': settings.busy_timeout}
+            'busy_timeout': settings.busy_timeout, 'synchronous': settings.synchronous}
 
 
 def create_queues(settings: Settings, database: Database, app: 'App') -> dict[str, 'RoutedHuey']:

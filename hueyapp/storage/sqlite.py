@@ -67,14 +67,15 @@ class SqliteStorage(HueySqliteStorage):
     def __init__(self, name: str = 'huey', filename: str = 'hueyapp.db', *,
                  result_expires: float = 86400.0, lease_seconds: float = 30.0,
                  busy_timeout: float = 60.0, read_timeout: float = 1.0,
-                 poll_interval: float = 0.25, uri: bool = False, **kwargs) -> None:
+                 poll_interval: float = 0.25, uri: bool = False, synchronous: str = 'full',
+                 **kwargs) -> None:
         self.result_expires = result_expires
         self.lease_seconds = lease_seconds
         self.read_timeout = read_timeout
         self.poll_interval = poll_interval
         if not uri:
             _create_private_file(filename)
-        self.database: SqliteDatabase = database_for(filename, uri, busy_timeout)
+        self.database: SqliteDatabase = database_for(filename, uri, busy_timeout, synchronous)
         self.leases = LeaseKeeper(self)
         super().__init__(name, filename, **kwargs)
 

@@ -29,13 +29,15 @@ _databases: dict[tuple[str, bool], 'SqliteDatabase'] = {}
 _databases_lock = threading.Lock()
 
 
-def database_for(target: str, uri: bool, busy_timeout: float) -> 'SqliteDatabase':
+def database_for(target: str, uri: bool, busy_timeout: float,
+                 synchronous: str = 'full') -> 'SqliteDatabase':
     """The process-wide database object of ``target``: storages of one file share it."""
     with _databases_lock:
         database = _databases.get((target, uri))
         if database is None:
             database = _databases[(target, uri)] = SqliteDatabase(target, uri, busy_timeout)
         database.busy_timeout = busy_timeout
+        database.synchronous = synchronous  # for connections opened from now on
         return database
 
 
@@ -66,6 +68,7 @@ class _ThreadState(threading.local):
 
 class SqliteDatabase:
     lock_wait = 1.0  # SQLite's busy handler, per attempt
+    synchronous = 'full'  # 'normal': no fsync per commit; survives kill -9, not power loss
 
     def __init__(self, target: str, uri: bool, busy_timeout: float = 60.0) -> None:
         self.target = target
@@ -94,6 +97,7 @@ class SqliteDatabase:
             # auto_vacuum only takes on a new file, and only before the switch to WAL.
             conn.execute('pragma auto_vacuum = incremental')
             conn.execute('pragma journal_mode = wal')
+            conn.execute(f'pragma synchronous = {self.synchronous}')
         return conn
 
     def close(self) -> None:
