@@ -21,7 +21,7 @@ test: install
 # hueyapp against Huey (SQLite, Redis), Celery and RQ; see docs/benchmarks.md (~4 minutes).
 bench: install
 	$(BIN)/python -m pip install --quiet celery redis rq
-	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || (mkdir -p /var/lib/redis /var/log/redis && redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log)
 	$(BIN)/python benchmarks/run.py
 
 clean:
