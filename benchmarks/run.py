@@ -193,7 +193,23 @@ class System:
         pass
 
 
-class HueyappSystem(System):
+class CeleryStyleCalls:
+    """hueyapp and Celery answer to the same calls: that is hueyapp's point."""
+
+    def enqueue(self, i):
+        return self.add.delay(i, i)
+
+    def ready(self, handle):
+        return handle.ready()
+
+    def get(self, handle, timeout):
+        return handle.get(timeout=timeout)
+
+    def group(self, n):
+        self._group(self.add.s(i, i) for i in range(n)).apply_async()
+
+
+class HueyappSystem(CeleryStyleCalls, System):
     name, marker = 'hueyapp', 'Huey consumer started'
 
     def __init__(self, tmp: Path) -> None:
@@ -216,17 +232,6 @@ class HueyappSystem(System):
                       base_env(HUEYAPP_DB=str(self.db), HUEYAPP_IMMEDIATE='0'),
                       self.tmp / 'hueyapp.log', self.marker)
 
-    def enqueue(self, i):
-        return self.add.delay(i, i)
-
-    def ready(self, handle):
-        return handle.ready()
-
-    def get(self, handle, timeout):
-        return handle.get(timeout=timeout)
-
-    def group(self, n):
-        self._group(self.add.s(i, i) for i in range(n)).apply_async()
 
 
 class HueySqliteSystem(System):
@@ -284,7 +289,7 @@ class HueyRedisSystem(HueySqliteSystem):
         redis_client(DB_HUEY_REDIS).flushdb()
 
 
-class CelerySystem(System):
+class CelerySystem(CeleryStyleCalls, System):
     name, marker = 'celery', ' ready.'
 
     def __init__(self, tmp: Path) -> None:
@@ -308,17 +313,6 @@ class CelerySystem(System):
                        '-Q', self.queue, '--loglevel', 'INFO'],
                       base_env(**self.env), self.tmp / 'celery.log', self.marker)
 
-    def enqueue(self, i):
-        return self.add.delay(i, i)
-
-    def ready(self, handle):
-        return handle.ready()
-
-    def get(self, handle, timeout):
-        return handle.get(timeout=timeout)
-
-    def group(self, n):
-        self._group(self.add.s(i, i) for i in range(n)).apply_async()
 
     def close(self) -> None:
         self.fresh()
