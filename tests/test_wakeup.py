@@ -43,7 +43,7 @@ def test_other_topics_do_not_wake(tmp_path):
 def test_the_socket_of_a_dead_process_is_removed_by_the_next_notifier(tmp_path):
     db = str(tmp_path / 'd.db')
     code = ('import sys; from hueyapp.storage.wakeup import Wakeups; '
-            f'w = Wakeups({db!r}); w.arm("results"); print(w._own_paths()[0]); sys.stdout.flush(); '
+            f'w = Wakeups({db!r}); w.arm("results"); print(w._paths[0]); sys.stdout.flush(); '
             'import os; os._exit(0)')  # no atexit tidying: as if killed
     path = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           timeout=60).stdout.strip()

@@ -43,6 +43,7 @@ class Wakeups:
         self._waiters: dict[str, tuple[float, list[str]]] = {}
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._paths: list[str] = []  # the sockets this process bound, removed at exit
         atexit.register(self.close)
 
     # -- waiting ----------------------------------------------------------------------
@@ -76,7 +77,7 @@ class Wakeups:
             listener.setblocking(False)
             listeners[topic] = listener
             with self._lock:
-                self._own_paths().append(str(path))
+                self._paths.append(str(path))
         return listener
 
     # -- notifying --------------------------------------------------------------------
@@ -116,11 +117,6 @@ class Wakeups:
         return self._sender
 
     # -- lifecycle --------------------------------------------------------------------
-    def _own_paths(self) -> list[str]:
-        if not hasattr(self, '_paths'):
-            self._paths: list[str] = []
-        return self._paths
-
     def _forget_if_forked(self) -> None:
         if self._pid != os.getpid():  # a forked worker binds its own sockets
             self._pid, self._local, self._sender, self._paths = os.getpid(), threading.local(), None, []
@@ -130,7 +126,7 @@ class Wakeups:
         """Remove this process's sockets (at exit)."""
         if self._pid != os.getpid():
             return
-        for path in self._own_paths():
+        for path in self._paths:
             try:
                 os.unlink(path)
             except OSError:
