@@ -13,8 +13,9 @@ Where things live:
 * :mod:`hueyapp.registry` the task message (Huey's, plus queue and immutability)
 * :mod:`hueyapp.storage`  SQLite storage: shared keys, expiring keys, blocking dequeue
 * :mod:`hueyapp.delivery` at-least-once: leases, outcome and ack in one transaction
-* :mod:`hueyapp.serializer` pickle or JSON, optionally signed (``HUEYAPP_SECRET_KEY``)
-* :mod:`hueyapp.consumer` Huey's consumer plus the storage sweep and shutdown release
+* :mod:`hueyapp.serializer` the serializer a setting names, signed (``HUEYAPP_SECRET_KEY``)
+* :mod:`hueyapp.json_serializer` tagged JSON instead of pickle (``HUEYAPP_SERIALIZER=json``)
+* :mod:`hueyapp.consumer` Huey's consumer plus the storage sweep, prefetch and shutdown release
 * :mod:`hueyapp.deadletters` list, inspect, replay, purge what could not run
 * :mod:`hueyapp.cli`      the ``hueyapp`` operator command
 * :mod:`hueyapp.lock`     expiring, owner-checked locks and ``single_run``

@@ -279,8 +279,9 @@ Canvas = Union[Signature, chain, group, chord]
 def _link_members(members: list, options: dict) -> tuple[list[RoutedTask], list[AsyncResult]]:
     """Each member's first task (to enqueue) and last result (to wait on)."""
     heads, results = [], []
+    inherited = _inherited(options, starts=True)
     for member in members:
-        head, result = _as_pipeline(member).link(_inherited(options, starts=True))
+        head, result = _as_pipeline(member).link(inherited)
         heads.append(head)
         results.append(result)
     return heads, results

@@ -3,25 +3,30 @@
 Every setting has a documented default; a value that cannot be parsed fails at import
 with a :class:`ConfigError` naming the variable, so a typo never starts a silent worker.
 
-=========================  ===============  ================================================
-variable                   default          meaning
-=========================  ===============  ================================================
-``HUEYAPP_DB``             ``hueyapp.db``   the SQLite file (relative to the working dir)
-``HUEYAPP_IMMEDIATE``      ``0``            ``1``: run tasks in-process (users' unit tests)
-``HUEYAPP_QUEUES``         ``default,hipri`` declared queues; the first is the default queue
-``HUEYAPP_RESULT_EXPIRES`` ``86400``        seconds a result is kept, then swept by consumers
-``HUEYAPP_IMPORTS``        (empty)          modules a consumer imports to know more tasks
-``HUEYAPP_FEED_TIMEOUT``   ``10``           seconds ``import_feed`` waits for a feed server
-``HUEYAPP_LEASE_SECONDS``  ``30``           a running task's lease; a dead worker's task
-                                            runs again this long after it stopped renewing
-``HUEYAPP_MAX_DELIVERIES`` ``5``            hand-outs before a task is dead-lettered
-``HUEYAPP_MAX_PAYLOAD``    ``10000000``     largest task message, in bytes
-``HUEYAPP_BUSY_TIMEOUT``   ``60``           seconds to wait for another process's write lock
-``HUEYAPP_SERIALIZER``     ``pickle``       ``pickle`` or ``json`` (no code in the database)
-``HUEYAPP_SECRET_KEY``     (empty)          sign every message and result with this key
-``HUEYAPP_SYNCHRONOUS``    ``full``         SQLite's ``synchronous``: ``full`` fsyncs every
-                                            commit; ``normal`` survives kill -9, not power loss
-=========================  ===============  ================================================
+===============================  =================  ================================================
+variable                         default            meaning
+===============================  =================  ================================================
+``HUEYAPP_DB``                   ``hueyapp.db``     the SQLite file (relative to the working dir)
+``HUEYAPP_IMMEDIATE``            ``0``              ``1``: run tasks in-process (users' unit tests)
+``HUEYAPP_QUEUES``               ``default,hipri``  declared queues; the first is the default queue
+``HUEYAPP_RESULT_EXPIRES``       ``86400``          seconds a result is kept, then swept by consumers
+``HUEYAPP_IMPORTS``              (empty)            modules a consumer imports to know more tasks
+``HUEYAPP_FEED_TIMEOUT``         ``10``             seconds ``import_feed`` waits for a feed server
+``HUEYAPP_LEASE_SECONDS``        ``30``             a running task's lease; a dead worker's task
+                                                    runs again this long after it stopped renewing
+``HUEYAPP_MAX_DELIVERIES``       ``5``              hand-outs before a task is dead-lettered
+``HUEYAPP_MAX_PAYLOAD``          ``10000000``       largest task message, in bytes
+``HUEYAPP_BUSY_TIMEOUT``         ``60``             seconds to wait for another process's write lock
+``HUEYAPP_SERIALIZER``           ``pickle``         ``pickle`` or ``json`` (no code in the database)
+``HUEYAPP_SECRET_KEY``           (empty)            sign every message and result with this key
+``HUEYAPP_PREFETCH_MULTIPLIER``  ``4``              a worker process leases up to this many tasks per
+                                                    worker thread in one statement, as Celery's
+                                                    ``worker_prefetch_multiplier``; ``1`` for long
+                                                    tasks, so none waits behind a busy worker
+``HUEYAPP_SYNCHRONOUS``          ``normal``         SQLite's ``synchronous`` (WAL): ``normal`` survives
+                                                    kill -9 but may lose the last commits on power
+                                                    loss; ``full`` fsyncs every commit
+===============================  =================  ================================================
 """
 from __future__ import annotations
 
@@ -104,7 +109,8 @@ class Settings:
     busy_timeout: float = 60.0
     serializer: str = 'pickle'
     secret_key: str | None = None
-    synchronous: str = 'full'
+    synchronous: str = 'normal'
+    prefetch_multiplier: int = 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> 'Settings':
@@ -134,6 +140,8 @@ class Settings:
             secret_key=get('HUEYAPP_SECRET_KEY', '') or None,
             synchronous=_choice('HUEYAPP_SYNCHRONOUS', get('HUEYAPP_SYNCHRONOUS', cls.synchronous),
                                 ('full', 'normal')),
+            prefetch_multiplier=_positive_int('HUEYAPP_PREFETCH_MULTIPLIER', get(
+                'HUEYAPP_PREFETCH_MULTIPLIER', str(cls.prefetch_multiplier))),
         )
 
     @property

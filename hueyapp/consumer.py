@@ -1,10 +1,12 @@
-"""Huey's consumer, with the storage sweep and the release of unfinished tasks at shutdown.
+"""Huey's consumer, with the storage sweep, prefetching, and the release of unfinished tasks.
 
 Extends :class:`huey.consumer.Scheduler`: after each of Huey's scheduler loops (which move
 due tasks onto the queue and fire periodic tasks), expired results and locks are deleted and
 the file is compacted, at most every ``sweep_interval`` seconds. Extends
-:class:`huey.consumer.Consumer`: when it stops (SIGINT, SIGTERM), tasks its worker threads
-still hold go back on the queue at once instead of waiting for their lease to lapse.
+:class:`huey.consumer.Consumer`: each worker process leases ``HUEYAPP_PREFETCH_MULTIPLIER``
+tasks per worker thread at a time (one statement instead of one each); when it stops
+(SIGINT, SIGTERM, or a worker recycled), tasks it still holds go back on the queue at once
+instead of waiting for their lease to lapse.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import time
 
 from huey.consumer import Consumer as HueyConsumer
 from huey.consumer import Scheduler as HueyScheduler
+from huey.consumer import Worker as HueyWorker
 
 
 class Scheduler(HueyScheduler):
@@ -37,8 +40,26 @@ class Scheduler(HueyScheduler):
                     self._logger.info('Swept %d expired results and locks.', swept)
 
 
+class Worker(HueyWorker):
+    def shutdown(self) -> None:
+        # Extends Worker.shutdown (runs as each worker thread or process stops): tasks this
+        # process reserved and no worker started go back on the queue.
+        try:
+            self.huey.storage.leases.release_reserved()
+        except Exception:
+            self._logger.exception('Could not put reserved tasks back on the queue.')
+        super().shutdown()
+
+
 class Consumer(HueyConsumer):
     scheduler_class = Scheduler
+    worker_class = Worker
+
+    def __init__(self, huey, workers: int = 1, worker_type: str = 'thread', **options) -> None:
+        super().__init__(huey, workers=workers, worker_type=worker_type, **options)
+        # Each forked worker process is one worker; threads and greenlets share a process.
+        per_process = 1 if worker_type == 'process' else workers
+        huey.storage.prefetch = huey.app.settings.prefetch_multiplier * per_process
 
     def run(self) -> None:
         try:

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from huey import signals as S
 from huey.api import Task
+from huey.constants import EmptyData
 
 from hueyapp.errors import StorageBusyError
 from hueyapp.outcome import failure
@@ -32,8 +33,12 @@ BURIALS_PER_DEQUEUE = 100
 
 
 def done_key(task_id: str) -> str:
-    """Marks a task whose outcome was recorded; lives as long as a result, survives forget()."""
-    return f'hueyapp.done:{task_id}'
+    """Marks a task whose outcome was recorded; lives as long as a result, survives forget().
+
+    It sorts right after the result's own key, so both land on the same page of the key
+    table and recording an outcome writes one page fewer.
+    """
+    return f'{task_id}:done'
 
 
 class LeaseLost(Exception):
@@ -98,10 +103,14 @@ class AtLeastOnce:
             current_task.reset(token)
 
     def _execute_delivery(self, task: Task, delivery, timestamp) -> Any:
-        if self.storage.peek_many([task.id, done_key(task.id)]):
+        outcome_keys, revoke_keys = [task.id, done_key(task.id)], self._revoke_keys(task)
+        found = self.storage.peek_many(outcome_keys + revoke_keys)  # one read for both checks
+        if any(key in found for key in outcome_keys):
             logger.warning('%s already has an outcome; acknowledged without running it again', task)
             self.storage.ack(delivery)
             return None
+        task.revocations = {key: found.get(key, EmptyData) for key in revoke_keys}
+        task.revoke_flag_seen = task.revoke_id in found
         try:
             with self.storage.database.unit_of_work():
                 value = super().execute(task, timestamp)
@@ -138,6 +147,30 @@ class AtLeastOnce:
         except Exception:
             logger.exception('Could not record the failure of %s either; it will run again', task)
             self.storage.leases.drop(delivery)
+
+    def is_revoked(self, task, timestamp=None, peek=True) -> bool:
+        # Extends Huey.is_revoked, which reads the revoke keys itself: a delivery read them
+        # just before, with its outcome check. Huey's _check_revoked judges each value.
+        seen = getattr(task, 'revocations', None)
+        if seen is None or peek:
+            return super().is_revoked(task, timestamp, peek)
+        task.revocations = None
+        for key, data in seen.items():
+            revoked, restore = self._check_revoked(data, timestamp, peek)
+            if restore:
+                self.delete(key)
+            if revoked:
+                return True
+        return False
+
+    def delete(self, key: str) -> bool:
+        # Huey._execute clears the task's revoke flag after every run: one more write per task.
+        # When the delivery's read found no flag there is none to clear; one set while the task
+        # ran stays, as in Celery, where a revoked id stays revoked and its retries do not run.
+        running = current_task.get()
+        if running is not None and key == running.revoke_id and not getattr(running, 'revoke_flag_seen', True):
+            return False
+        return super().delete(key)
 
     @contextmanager
     def _timeout_context(self, task: Task) -> Iterator[None]:

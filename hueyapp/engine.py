@@ -135,12 +135,14 @@ class RoutedHuey(AtLeastOnce, Huey):
 
     # -- the result store ---------------------------------------------------------------
     def put_result(self, key: str, data) -> None:
-        # Extends Huey.put_result: the stored value names its key (see outcome.Stored), and a
-        # task's own outcome also marks the task done, a mark that forget() does not remove.
-        super().put_result(key, Stored(key, data))
+        # Replaces Huey.put_result (serialize, put_data): the stored value names its key (see
+        # outcome.Stored), and a task's own outcome also marks the task done, in the same
+        # statement; forget() does not remove the mark.
+        items = {key: self.serializer.serialize(Stored(key, data))}
         running = current_task.get()
         if running is not None and running.id == key:
-            self.storage.put_data(done_key(key), b'', is_result=True)
+            items[done_key(key)] = b''
+        self.storage.put_results(items)
 
     def read_result(self, key: str, raw: bytes):
         """The outcome stored under ``key``, checked to belong there."""

@@ -14,7 +14,6 @@ from typing import Iterable
 
 from huey import crontab
 
-from hueyapp import feeds
 from hueyapp.app import App
 from hueyapp.canvas import group
 from hueyapp.lock import single_run
@@ -50,6 +49,7 @@ def xsum(numbers: Iterable):
 @single_run(key=lambda feed_url: feed_url, expire=60 * 10)
 def import_feed(feed_url: str) -> str:
     """Download, parse and store a feed; one import per URL at a time (skips return None)."""
+    from hueyapp import feeds  # feedparser and urllib: 5 MB an idle worker need not carry
     store = feeds.FeedStore(app.connect)
     return feeds.import_feed(feed_url, store, timeout=app.settings.feed_timeout)
 
@@ -57,4 +57,5 @@ def import_feed(feed_url: str) -> str:
 @huey.periodic_task(crontab(minute='0'))
 def refresh_feeds() -> GroupResult:
     """Every hour, on the hour: re-import every feed imported before."""
+    from hueyapp import feeds
     return group(import_feed.s(url) for url in feeds.FeedStore(app.connect).urls()).apply_async()

@@ -17,6 +17,7 @@ def test_defaults_when_nothing_is_set():
     assert settings.queues == ('default', 'hipri')
     assert settings.result_expires == 86400
     assert settings.default_queue == 'default'
+    assert settings.synchronous == 'normal'
 
 
 def test_values_are_read_from_the_environment():
@@ -37,6 +38,8 @@ def test_values_are_read_from_the_environment():
     ('HUEYAPP_QUEUES', 'bad-name'),
     ('HUEYAPP_IMPORTS', 'a..b'),
     ('HUEYAPP_FEED_TIMEOUT', '0'),
+    ('HUEYAPP_PREFETCH_MULTIPLIER', '0'),
+    ('HUEYAPP_SYNCHRONOUS', 'off'),
 ])
 def test_invalid_value_raises_config_error_naming_the_variable(variable, value):
     with pytest.raises(ConfigError, match=variable):

@@ -251,6 +251,23 @@ def test_sigterm_puts_the_running_task_back_on_the_queue_at_once(db, consumers, 
     assert query(db, 'select count(*) from task') == [(0,)]
 
 
+@pytest.mark.parametrize('workers', [('-w', '1'), ('-k', 'process', '-w', '1')], ids=['thread', 'process'])
+def test_shutdown_puts_reserved_tasks_back_at_once(db, consumers, events, workers):
+    # With HUEYAPP_PREFETCH_MULTIPLIER=4 one worker leases four tasks in one statement and
+    # starts one; at shutdown the three it never started go back with their running mate.
+    env = crash_env(events, lease=30)
+    for i in range(4):
+        crash_slow.delay(f'r{i}', 10.0)
+    consumer = consumers(CONSUMER, *workers, '-n', env=env)
+    wait_for(lambda: sum(counts(events, 'start').values()), 15, 'a task to start', consumer)
+    assert query(db, 'select count(*) from task where lease_owner is not null') == [(4,)]
+
+    consumer.process.send_signal(signal.SIGTERM)
+    assert consumer.process.wait(10) is not None
+    assert query(db, 'select lease_owner, deliveries from task') == [(None, 0)] * 4
+    assert sum(counts(events, 'start').values()) == 1
+
+
 def test_single_run_task_interrupted_by_sigterm_runs_again_after_restart(db, consumers, events):
     # The shutdown release puts the task back with its delivery count lowered, and a thread
     # worker's interrupted run never leaves its `with lock` block: its lock stays behind.

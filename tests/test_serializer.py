@@ -1,4 +1,4 @@
-"""JsonSerializer, SignedSerializer and create_serializer (hueyapp.serializer)."""
+"""JsonSerializer (hueyapp.json_serializer), SignedSerializer and create_serializer (hueyapp.serializer)."""
 from __future__ import annotations
 
 import datetime
@@ -13,10 +13,11 @@ from huey.serializer import Serializer
 from huey.serializer import SignedSerializer as HueySignedSerializer
 from huey.utils import SKIPPED, ChordConfig, Error
 
+from hueyapp.json_serializer import JsonSerializer
 from hueyapp.outcome import Revoked
 from hueyapp.registry import RoutedMessage
 from hueyapp.result import AsyncResult, GroupResult
-from hueyapp.serializer import (BadSignature, JsonSerializer, SignedSerializer, StaleMessage,
+from hueyapp.serializer import (BadSignature, SignedSerializer, StaleMessage,
                                 create_serializer)
 from hueyapp.tasks import add, huey, mul, xsum
 

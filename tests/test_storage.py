@@ -233,3 +233,49 @@ def test_flush_results_and_counters(storage):
     storage.flush_counters()
     assert storage.result_store_size() == 0
     assert storage.incr('c') == 1
+
+
+@pytest.mark.parametrize('setting, pragma', [(None, 1), ('normal', 1), ('full', 2)])
+def test_commits_fsync_only_with_synchronous_full(tmp_path, setting, pragma):
+    # WAL + NORMAL survives a killed process; FULL also survives power loss, one fsync a commit.
+    options = {} if setting is None else {'synchronous': setting}
+    storage = SqliteStorage('q', filename=str(tmp_path / f'{setting}.db'), **options)
+    assert storage.database.execute('pragma synchronous') == [(pragma,)]
+    assert storage.database.execute('pragma journal_mode') == [('wal',)]
+
+
+def leased_rows(db) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute('select count(*) from task where lease_owner is not null').fetchone()[0]
+
+
+def test_lease_takes_prefetch_tasks_in_one_statement_and_hands_them_out_in_order(db, storage, monkeypatch):
+    monkeypatch.setattr(storage, 'prefetch', 3)
+    storage.enqueue_many([('default', b'a', 0), ('default', b'b', 1), ('default', b'c', 0),
+                          ('default', b'd', 0)])
+    first = storage.lease()
+    assert leased_rows(db) == 3
+    batch = [first, storage.lease(), storage.lease()]
+    assert [d.data for d in batch] == [b'b', b'a', b'c']   # priority first, then FIFO
+    assert leased_rows(db) == 3                             # the reserve, not the database
+    assert storage.lease().data == b'd'
+    assert len(storage.leases.held()) == 4                  # all renewed until acknowledged
+
+
+def test_reserved_tasks_released_go_back_and_are_not_handed_out_from_the_reserve(db, storage, monkeypatch):
+    monkeypatch.setattr(storage, 'prefetch', 3)
+    storage.enqueue_many([('default', b'a', 0), ('default', b'b', 0), ('default', b'c', 0)])
+    first = storage.lease()
+    assert storage.leases.release_reserved() == 2
+    assert leased_rows(db) == 1
+    again = storage.lease()                                 # from the database, leased anew
+    assert (again.data, again.deliveries) == (b'b', 1)
+    assert storage.leases.release_all() == 3                # first, again, and c from its batch
+    assert leased_rows(db) == 0 and first.data == b'a'
+
+
+@pytest.mark.parametrize('options, prefetch', [({'workers': 3}, 12),
+                                               ({'workers': 3, 'worker_type': 'process'}, 4)])
+def test_a_consumer_prefetches_the_multiplier_per_worker_thread(db, options, prefetch):
+    huey.create_consumer(**options)
+    assert huey.storage.prefetch == prefetch

@@ -86,7 +86,7 @@ def test_four_producers_two_consumers_nothing_lost_nothing_twice_never_busy(db, 
 
     deadline = time.monotonic() + 120
     while True:
-        done = query(db, "select count(*) from hueyapp_kv where key not like 'hueyapp.done:%'")[0][0]
+        done = query(db, "select count(*) from hueyapp_kv where key not like '%:done'")[0][0]
         if done >= total or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -99,7 +99,7 @@ def test_four_producers_two_consumers_nothing_lost_nothing_twice_never_busy(db, 
     print('\n' + summary)
 
     # Zero lost: every task id has its right value.
-    stored = dict(query(db, "select key, value from hueyapp_kv where key not like 'hueyapp.done:%'"))
+    stored = dict(query(db, "select key, value from hueyapp_kv where key not like '%:done'"))
     missing = [task_id for task_id, _, _ in sent if task_id not in stored]
     left = query(db, 'select count(*), sum(lease_owner is not null) from task')[0]
     assert not missing, f'{len(missing)} results missing; task rows left (all, leased): {left}\n{summary}'

@@ -20,6 +20,7 @@ are used as they are. What changes, and why:
 """
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import time
@@ -59,6 +60,7 @@ class DeadLetter:
 
 class SqliteStorage(HueySqliteStorage):
     blocking = True
+    prefetch = 1  # tasks leased per statement; a consumer raises it (HUEYAPP_PREFETCH_MULTIPLIER)
 
     ddl = [sql.AUTO_VACUUM, HueySqliteStorage.table_sched, HueySqliteStorage.index_sched,
            sql.CREATE_TASKS, HueySqliteStorage.index_task, sql.CREATE_KEYS,
@@ -67,7 +69,7 @@ class SqliteStorage(HueySqliteStorage):
     def __init__(self, name: str = 'huey', filename: str = 'hueyapp.db', *,
                  result_expires: float = 86400.0, lease_seconds: float = 30.0,
                  busy_timeout: float = 60.0, read_timeout: float = 1.0,
-                 poll_interval: float = 0.25, uri: bool = False, synchronous: str = 'full',
+                 poll_interval: float = 0.25, uri: bool = False, synchronous: str = 'normal',
                  **kwargs) -> None:
         self.result_expires = result_expires
         self.lease_seconds = lease_seconds
@@ -89,11 +91,11 @@ class SqliteStorage(HueySqliteStorage):
             yield self.database.connection.cursor()
 
     def sql(self, query, params=None, commit=False, results=False):
+        # Every caller runs one statement: a write commits on its own (or joins open work).
         if commit:
-            with self.database.transaction() as cursor:
-                cursor.execute(query, params or ())
-                return cursor.fetchall() if results else None
-        rows = self.database.execute(query, params or ())
+            rows, _ = self.database.write(query, params or ())
+        else:
+            rows = self.database.execute(query, params or ())
         return rows if results else None
 
     def close(self) -> bool:
@@ -136,26 +138,38 @@ class SqliteStorage(HueySqliteStorage):
             wakeups.wait(topic, seconds)
 
     def lease(self) -> Delivery | None:
-        """Hand out the next free task for ``lease_seconds``, waiting up to ``read_timeout``."""
+        """Hand out the next free task for ``lease_seconds``, waiting up to ``read_timeout``.
+
+        Leases up to ``prefetch`` tasks in one statement and hands the rest out from this
+        process's reserve on the next calls (their leases are renewed meanwhile).
+        """
+        reserved = self.leases.take_reserved()
+        if reserved is not None:
+            return reserved
         deadline = time.monotonic() + self.read_timeout
         topic = f'queue.{self.name}'
         if self.database.wakeups is not None:
             self.database.wakeups.arm(topic)
         for _ in range(1000):  # each round waits, or ends the call: bounded by read_timeout
             if self.sql(sql.ANY_FREE_TASK, {'queue': self.name, 'now': time.time()}, results=True):
-                owner = uuid.uuid4().hex
-                rows = self.sql(sql.LEASE, {'queue': self.name, 'now': time.time(), 'owner': owner,
-                                            'lease': self.lease_seconds}, commit=True, results=True)
-                if rows:
-                    row_id, data, deliveries = rows[0]
-                    delivery = Delivery(row_id, bytes(data), deliveries, owner, self.name)
-                    self.leases.hold(delivery)
-                    return delivery
+                deliveries = self._lease_batch()
+                if deliveries:
+                    self.leases.hold(deliveries[0], reserve=deliveries[1:])
+                    return deliveries[0]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             self._wait(topic, min(remaining, self.poll_interval))
         return None
+
+    def _lease_batch(self) -> list[Delivery]:
+        owner = uuid.uuid4().hex
+        rows = self.sql(sql.LEASE, {'queue': self.name, 'now': time.time(), 'owner': owner,
+                                    'lease': self.lease_seconds, 'count': self.prefetch},
+                        commit=True, results=True)
+        rows.sort(key=lambda row: (-row[3], row[0]))  # priority first, then FIFO
+        return [Delivery(row_id, bytes(data), deliveries, owner, self.name)
+                for row_id, data, deliveries, _ in rows]
 
     def wait_result(self, key: str, timeout: float | None = None, backoff: float = 1.15,
                     max_delay: float = 1.0) -> bool:
@@ -186,18 +200,15 @@ class SqliteStorage(HueySqliteStorage):
     def ack(self, delivery: Delivery) -> bool:
         """The task's outcome is recorded: delete its row (joins the unit of work, if any)."""
         self.leases.drop(delivery)
-        with self.database.transaction() as cursor:
-            cursor.execute(sql.ACK, {'id': delivery.row_id, 'owner': delivery.owner})
-            return cursor.rowcount == 1
+        _, count = self.database.write(sql.ACK, {'id': delivery.row_id, 'owner': delivery.owner})
+        return count == 1
 
     def release(self, delivery: Delivery) -> bool:
         """Put an unfinished task back on the queue at once (graceful shutdown)."""
         self.leases.drop(delivery)
-        with self.database.transaction() as cursor:
-            cursor.execute(sql.RELEASE, {'id': delivery.row_id, 'owner': delivery.owner})
-            released = cursor.rowcount == 1
+        _, count = self.database.write(sql.RELEASE, {'id': delivery.row_id, 'owner': delivery.owner})
         self._wake(f'queue.{delivery.queue}')
-        return released
+        return count == 1
 
     def bury(self, delivery: Delivery, reason: str) -> None:
         """Move a message no worker can run to the dead letters, with the reason."""
@@ -258,6 +269,14 @@ class SqliteStorage(HueySqliteStorage):
         if is_result:
             self._wake('results')
 
+    def put_results(self, items: dict[str, bytes]) -> None:
+        """Store several results in one statement (a task's outcome and its done mark)."""
+        expires_at = time.time() + self.result_expires
+        params = [{'key': key, 'value': self.to_blob(value), 'expires_at': expires_at}
+                  for key, value in items.items()]
+        self.database.write_many(sql.PUT, params)
+        self._wake('results')
+
     def peek_data(self, key: str):
         rows = self.sql(sql.PEEK, {'key': key, 'now': time.time()}, results=True)
         return rows[0][0] if rows else EmptyData
@@ -289,15 +308,13 @@ class SqliteStorage(HueySqliteStorage):
         now = time.time()
         params = {'key': key, 'value': self.to_blob(value), 'now': now,
                   'expires_at': None if ttl is None else now + ttl, **extra}
-        with self.database.transaction() as cursor:
-            cursor.execute(query, params)
-            return cursor.rowcount == 1
+        _, count = self.database.write(query, params)
+        return count == 1
 
     def delete_if_value(self, key: str, value: bytes) -> bool:
         """Delete ``key`` only while it still holds ``value`` (an owner-checked release)."""
-        with self.database.transaction() as cursor:
-            cursor.execute(sql.DELETE_IF_VALUE, {'key': key, 'value': self.to_blob(value)})
-            return cursor.rowcount == 1
+        _, count = self.database.write(sql.DELETE_IF_VALUE, {'key': key, 'value': self.to_blob(value)})
+        return count == 1
 
     def incr(self, key: str, amount: int = 1) -> int:
         rows = self.sql(sql.INCR, {'key': key, 'amount': amount}, commit=True, results=True)
@@ -321,9 +338,8 @@ class SqliteStorage(HueySqliteStorage):
     # -- hygiene ----------------------------------------------------------------------
     def purge_expired(self) -> int:
         """Delete results and locks whose lifetime is over; returns how many went."""
-        with self.database.transaction() as cursor:
-            cursor.execute(sql.DELETE_EXPIRED, {'now': time.time()})
-            return cursor.rowcount
+        _, count = self.database.write(sql.DELETE_EXPIRED, {'now': time.time()})
+        return count
 
     def compact(self) -> None:
         """Give freed pages back and fold the WAL into the file, so it does not grow unbounded."""
@@ -341,25 +357,41 @@ class SqliteStorage(HueySqliteStorage):
 
 
 class LeaseKeeper:
-    """Renews the leases of the tasks this process runs, from a daemon thread."""
+    """The tasks this process holds (running, or reserved to run next): renews their leases
+    from a daemon thread, and puts them back on their queue at shutdown."""
 
     def __init__(self, storage: SqliteStorage) -> None:
         self.storage = storage
+        self._reset()
+
+    def _reset(self) -> None:
         self._held: dict[int, Delivery] = {}
+        self._reserved: collections.deque[Delivery] = collections.deque()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
-    def hold(self, delivery: Delivery) -> None:
+    def hold(self, delivery: Delivery, reserve: Iterable[Delivery] = ()) -> None:
+        """Renew ``delivery`` (being handed out now) and ``reserve`` (handed out later)."""
         if self._pid != os.getpid():
-            # Forked (process workers): the parent's keeper thread and lock are not ours.
-            self._held, self._thread, self._lock, self._pid = {}, None, threading.Lock(), os.getpid()
+            self._reset()  # forked (process workers): the parent's thread and lock are not ours
         with self._lock:
-            self._held[delivery.row_id] = delivery
+            for held in (delivery, *reserve):
+                self._held[held.row_id] = held
+            self._reserved.extend(reserve)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name='hueyapp-lease-keeper',
                                                 daemon=True)
                 self._thread.start()
+
+    def take_reserved(self) -> Delivery | None:
+        """The next reserved delivery still held (not released meanwhile), if any."""
+        with self._lock:
+            while self._reserved:
+                delivery = self._reserved.popleft()
+                if self._held.get(delivery.row_id) is delivery:
+                    return delivery
+        return None
 
     def drop(self, delivery: Delivery) -> None:
         with self._lock:
@@ -368,6 +400,13 @@ class LeaseKeeper:
     def held(self) -> list[Delivery]:
         with self._lock:
             return list(self._held.values())
+
+    def release_reserved(self) -> int:
+        """Put the reserved tasks, which no worker started, back on their queue."""
+        with self._lock:
+            reserved, self._reserved = list(self._reserved), collections.deque()
+        return sum(self.storage.release(delivery) for delivery in reserved
+                   if self._held.get(delivery.row_id) is delivery)
 
     def release_all(self) -> int:
         """Put every task still held by this process back on its queue (shutdown)."""

@@ -30,7 +30,7 @@ _databases_lock = threading.Lock()
 
 
 def database_for(target: str, uri: bool, busy_timeout: float,
-                 synchronous: str = 'full') -> 'SqliteDatabase':
+                 synchronous: str = 'normal') -> 'SqliteDatabase':
     """The process-wide database object of ``target``: storages of one file share it."""
     with _databases_lock:
         database = _databases.get((target, uri))
@@ -68,7 +68,15 @@ class _ThreadState(threading.local):
 
 class SqliteDatabase:
     lock_wait = 1.0  # SQLite's busy handler, per attempt
-    synchronous = 'full'  # 'normal': no fsync per commit; survives kill -9, not power loss
+    # Fold the WAL into the file every 4000 pages (16 MB), not SQLite's 1000: a page that
+    # every outcome rewrites (a queue's head, the result index's tail) is copied once per
+    # checkpoint however often it changed. Measured: drain about 10% faster.
+    checkpoint_pages = 4000
+    # Each thread has its own connection, and each connection its own page cache (2 MB by
+    # default): a copy of what the OS caches anyway. 512 KiB holds the hot pages (b-tree
+    # interiors, queue heads); measured: same drain rate, 2 MB less in an idle worker.
+    cache_kib = 512
+    synchronous = 'normal'  # no fsync per commit: survives kill -9, not power loss ('full' does)
 
     def __init__(self, target: str, uri: bool, busy_timeout: float = 60.0) -> None:
         self.target = target
@@ -98,6 +106,8 @@ class SqliteDatabase:
             conn.execute('pragma auto_vacuum = incremental')
             conn.execute('pragma journal_mode = wal')
             conn.execute(f'pragma synchronous = {self.synchronous}')
+            conn.execute(f'pragma wal_autocheckpoint = {self.checkpoint_pages}')
+            conn.execute(f'pragma cache_size = -{self.cache_kib}')
         return conn
 
     def close(self) -> None:
@@ -133,6 +143,38 @@ class SqliteDatabase:
             return self.connection.execute(query, params).fetchall()
         return self.retry(lambda: self.connection.execute(query, params).fetchall())
 
+    def write(self, query: str, params: Any = ()) -> tuple[list[tuple], int]:
+        """One write statement; returns its rows (``RETURNING``) and its row count.
+
+        Inside a transaction or unit of work it joins it. Otherwise the statement commits on
+        its own, atomic as any SQLite statement, without the ``BEGIN``/``COMMIT`` round trips
+        of :meth:`transaction` (a third of the cost of a one-row enqueue).
+        """
+        if self._local.in_transaction:
+            cursor = self.connection.execute(query, params)
+            return cursor.fetchall(), cursor.rowcount
+        if self._joins_open_work():
+            with self.transaction() as cursor:
+                cursor.execute(query, params)
+                return cursor.fetchall(), cursor.rowcount
+
+        def run() -> tuple[list[tuple], int]:
+            cursor = self.connection.execute(query, params)
+            return cursor.fetchall(), cursor.rowcount
+        return self.retry(run)
+
+    def write_many(self, query: str, rows: list[Any]) -> None:
+        """One write statement for each of ``rows``, all or none, as :meth:`write`."""
+        if self._local.in_transaction:
+            self.connection.executemany(query, rows)
+            return
+        with self.transaction() as cursor:
+            cursor.executemany(query, rows)
+
+    def _joins_open_work(self) -> bool:
+        state = self._local
+        return state.in_transaction or bool(state.unit_depth and not state.suspended)
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
         """A write transaction (``BEGIN IMMEDIATE``); inside a unit of work it joins the unit's."""
@@ -167,9 +209,8 @@ class SqliteDatabase:
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once what this thread wrote is committed (now, if it is)."""
-        state = self._local
-        if state.in_transaction or (state.unit_depth and not state.suspended):
-            state.after_commit.append(callback)
+        if self._joins_open_work():
+            self._local.after_commit.append(callback)
         else:
             callback()
 

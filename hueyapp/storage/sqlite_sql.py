@@ -46,12 +46,13 @@ CREATE_DEAD_LETTERS = (
 ENQUEUE = 'insert into task (queue, data, priority) values (?, ?, ?)'
 FREE = '(lease_expires is null or lease_expires <= :now)'
 ANY_FREE_TASK = f'select 1 from task where queue = :queue and {FREE} limit 1'
+# Up to :count tasks in one statement; RETURNING has no order, the caller sorts by priority, id.
 LEASE = (
     'update task set lease_owner = :owner, lease_expires = :now + :lease, '
     'deliveries = deliveries + 1 '
-    f'where id = (select id from task where queue = :queue and {FREE} '
-    'order by priority desc, id limit 1) '
-    'returning id, data, deliveries')
+    f'where id in (select id from task where queue = :queue and {FREE} '
+    'order by priority desc, id limit :count) '
+    'returning id, data, deliveries, priority')
 RENEW = 'update task set lease_expires = :expires where id = :id and lease_owner = :owner'
 ACK = 'delete from task where id = :id and lease_owner = :owner'
 # Back on the queue at once (graceful shutdown): the interrupted run does not count.
