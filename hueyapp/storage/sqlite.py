@@ -130,12 +130,13 @@ class SqliteStorage(HueySqliteStorage):
         if wakeups is not None:
             self.database.after_commit(lambda: wakeups.notify(topic))
 
-    def _wait(self, topic: str, seconds: float) -> None:
+    def _wait(self, topic: str, seconds: float) -> bool:
+        """Sleep until ``topic`` is notified (True) or ``seconds`` pass (False)."""
         wakeups = self.database.wakeups
         if wakeups is None:
             time.sleep(seconds)
-        else:
-            wakeups.wait(topic, seconds)
+            return False
+        return wakeups.wait(topic, seconds)
 
     def lease(self) -> Delivery | None:
         """Hand out the next free task for ``lease_seconds``, waiting up to ``read_timeout``.
@@ -150,8 +151,12 @@ class SqliteStorage(HueySqliteStorage):
         topic = f'queue.{self.name}'
         if self.database.wakeups is not None:
             self.database.wakeups.arm(topic)
+        woken = False
         for _ in range(1000):  # each round waits, or ends the call: bounded by read_timeout
-            if self.sql(sql.ANY_FREE_TASK, {'queue': self.name, 'now': time.time()}, results=True):
+            # A cheap read first, so polling an empty queue never takes the write lock;
+            # a producer's wake-up says there is work, and skips it.
+            if woken or self.sql(sql.ANY_FREE_TASK, {'queue': self.name, 'now': time.time()},
+                                 results=True):
                 deliveries = self._lease_batch()
                 if deliveries:
                     self.leases.hold(deliveries[0], reserve=deliveries[1:])
@@ -159,7 +164,7 @@ class SqliteStorage(HueySqliteStorage):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            self._wait(topic, min(remaining, self.poll_interval))
+            woken = self._wait(topic, min(remaining, self.poll_interval))
         return None
 
     def _lease_batch(self) -> list[Delivery]:
