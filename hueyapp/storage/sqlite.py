@@ -64,7 +64,7 @@ class SqliteStorage(HueySqliteStorage):
 
     ddl = [sql.AUTO_VACUUM, HueySqliteStorage.table_sched, HueySqliteStorage.index_sched,
            sql.CREATE_TASKS, HueySqliteStorage.index_task, sql.CREATE_KEYS,
-           sql.CREATE_KEYS_EXPIRY_INDEX, sql.CREATE_COUNTERS, sql.CREATE_DEAD_LETTERS]
+           sql.DROP_KEYS_EXPIRY_INDEX, sql.CREATE_COUNTERS, sql.CREATE_DEAD_LETTERS]
 
     def __init__(self, name: str = 'huey', filename: str = 'hueyapp.db', *,
                  result_expires: float = 86400.0, lease_seconds: float = 30.0,
@@ -341,10 +341,21 @@ class SqliteStorage(HueySqliteStorage):
         self.sql(sql.DELETE_ALL_COUNTERS, commit=True)
 
     # -- hygiene ----------------------------------------------------------------------
-    def purge_expired(self) -> int:
-        """Delete results and locks whose lifetime is over; returns how many went."""
-        _, count = self.database.write(sql.DELETE_EXPIRED, {'now': time.time()})
-        return count
+    def purge_expired(self, chunk: int = 500) -> int:
+        """Delete results and locks whose lifetime is over; returns how many went.
+
+        Finds them with a read (it scans the table, and readers never block writers), then
+        deletes them a ``chunk`` at a time, so no writer waits long for the lock.
+        """
+        now = time.time()
+        expired = [{'rowid': rowid, 'now': now}
+                   for rowid, in self.database.execute(sql.EXPIRED, {'now': now})]
+        deleted = 0
+        for start in range(0, len(expired), chunk):
+            with self.database.transaction() as cursor:
+                cursor.executemany(sql.DELETE_EXPIRED, expired[start:start + chunk])
+                deleted += cursor.rowcount
+        return deleted
 
     def compact(self) -> None:
         """Give freed pages back and fold the WAL into the file, so it does not grow unbounded."""

@@ -30,9 +30,9 @@ ADD_TASK_COLUMNS = {
 CREATE_KEYS = (
     'create table if not exists hueyapp_kv ('
     'key text not null primary key, value blob not null, expires_at real)')
-CREATE_KEYS_EXPIRY_INDEX = (
-    'create index if not exists hueyapp_kv_expires_at on hueyapp_kv (expires_at) '
-    'where expires_at is not null')
+# No index on expires_at: every result would rewrite one more page of it (measured: drain
+# 15% slower). The sweep finds expired keys with a read-only scan instead, once a minute.
+DROP_KEYS_EXPIRY_INDEX = 'drop index if exists hueyapp_kv_expires_at'  # made by hueyapp 0.1
 CREATE_COUNTERS = (
     'create table if not exists hueyapp_counter ('
     'key text not null primary key, value integer not null default 0)')
@@ -102,7 +102,8 @@ DELETE_IF_VALUE = 'delete from hueyapp_kv where key = :key and value = :value'
 COUNT_LIVE = f'select count(*) from hueyapp_kv where {LIVE}'
 ALL_LIVE = f'select key, value from hueyapp_kv where {LIVE}'
 DELETE_ALL_KEYS = 'delete from hueyapp_kv'
-DELETE_EXPIRED = 'delete from hueyapp_kv where expires_at is not null and expires_at <= :now'
+EXPIRED = 'select rowid from hueyapp_kv where expires_at <= :now'
+DELETE_EXPIRED = 'delete from hueyapp_kv where rowid = :rowid and expires_at <= :now'
 
 INCR = (
     'insert into hueyapp_counter (key, value) values (:key, :amount) '
