@@ -11,6 +11,7 @@ from freezegun import freeze_time
 import hueyapp
 from hueyapp import AsyncResult, ChordError, TaskError, TaskRevokedError
 from hueyapp.canvas import chain, chord
+from hueyapp.delivery import current_task
 from hueyapp.tasks import add, app, hipri, huey, mul, xsum
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, 0)
@@ -202,6 +203,22 @@ def test_revoke_reaches_a_task_on_another_queue(db):
     result.revoke()
     assert hipri.execute(hipri.dequeue()) is None
     assert AsyncResult(result.id).state == 'REVOKED'
+
+
+@app.task(retries=1)
+def revokes_itself_then_fails():
+    AsyncResult(current_task.get().id).revoke()  # as a revoke arriving while it runs
+    raise ValueError('retry me')
+
+
+def test_revoked_while_running_its_retry_does_not_run(db):
+    # Celery keeps a revoked id revoked: the run in progress ends, a retry of it does not run.
+    result = revokes_itself_then_fails.delay()
+    run_one()
+    assert huey.pending_count() == 1                   # the retry is queued
+    assert run_one() is None
+    assert result.state == 'REVOKED'
+    assert huey.pending_count() == 0
 
 
 def test_revoked_task_is_ready_and_get_raises_at_once(db):

@@ -226,6 +226,15 @@ def test_purge_expired_keeps_live_and_permanent_keys(db, storage):
     assert keys == {'live', 'forever'}
 
 
+def test_purge_expired_deletes_in_chunks(storage):
+    with freeze_time(T0) as frozen:
+        for i in range(5):
+            storage.put_data(f'r{i}', b'v', is_result=True)
+        frozen.tick(storage.result_expires + 1)
+        assert storage.purge_expired(chunk=2) == 5
+        assert storage.result_store_size() == 0
+
+
 def test_flush_results_and_counters(storage):
     storage.put_data('k', b'v')
     storage.incr('c')
