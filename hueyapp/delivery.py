@@ -168,7 +168,8 @@ class AtLeastOnce:
         # When the delivery's read found no flag there is none to clear; one set while the task
         # ran stays, as in Celery, where a revoked id stays revoked and its retries do not run.
         running = current_task.get()
-        if running is not None and key == running.revoke_id and not getattr(running, 'revoke_flag_seen', True):
+        flag_seen = getattr(running, 'revoke_flag_seen', True)
+        if running is not None and key == running.revoke_id and not flag_seen:
             return False
         return super().delete(key)
 
