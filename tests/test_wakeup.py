@@ -54,6 +54,18 @@ def test_the_socket_of_a_dead_process_is_removed_by_the_next_notifier(tmp_path):
     wakeups.close()
 
 
+def test_notify_after_the_last_waiter_removed_the_directory_does_not_raise(tmp_path):
+    # Another process's exit removes the empty directory; the commit being announced is done,
+    # so an enqueue must not fail because nobody is left to wake.
+    wakeups = Wakeups(str(tmp_path / 'f.db'))
+    wakeups.directory.rmdir()
+    wakeups.notify('queue.default')
+    wakeups.arm('results')                      # a new waiter makes the directory again
+    wakeups.notify('results')
+    assert wakeups.wait('results', 5) is True
+    wakeups.close()
+
+
 def test_wake_ups_wait_for_the_unit_of_work_to_commit(tmp_path):
     database = SqliteDatabase(str(tmp_path / 'e.db'), uri=False)
     calls = []

@@ -83,7 +83,8 @@ class Wakeups:
 
     # -- notifying --------------------------------------------------------------------
     def notify(self, topic: str) -> None:
-        """Wake every waiter of ``topic`` (after a commit that concerns it)."""
+        """Wake every waiter of ``topic`` (after a commit that concerns it); never raises,
+        because what it announces is committed already."""
         self._forget_if_forked()
         for path in self._waiters_of(topic):
             try:
@@ -99,7 +100,11 @@ class Wakeups:
         scanned_at, paths = self._waiters.get(topic, (0.0, []))
         if time.monotonic() - scanned_at > SCAN_EVERY:
             prefix = f'{topic}.'
-            paths = [entry.path for entry in os.scandir(self.directory) if entry.name.startswith(prefix)]
+            try:
+                paths = [entry.path for entry in os.scandir(self.directory)
+                         if entry.name.startswith(prefix)]
+            except OSError:  # the last waiter's process removed the directory at its exit
+                paths = []
             self._waiters[topic] = (time.monotonic(), paths)
         return paths
 
