@@ -12,3 +12,8 @@ app.conf.broker_connection_retry_on_startup = True
 @app.task
 def add(x, y):
     return x + y
+
+
+@app.task
+def xsum(numbers):
+    return sum(numbers)

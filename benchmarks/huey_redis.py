@@ -6,10 +6,8 @@ import os
 
 from huey import RedisHuey
 
+from benchmarks.huey_tasks import declare_tasks
+
 huey = RedisHuey('bench-redis', url=os.environ.get('BENCH_REDIS_URL', 'redis://127.0.0.1:6379/2'),
                  notify_result=True)
-
-
-@huey.task()
-def add(x, y):
-    return x + y
+add, xsum = declare_tasks(huey)

@@ -1,11 +1,12 @@
-"""Plain Huey on SQLite for benchmarks/run.py: ``huey_consumer benchmarks.huey_sqlite.huey``."""
+"""Plain Huey on SQLite at its defaults (synchronous FULL) for benchmarks/run.py.
+
+    huey_consumer benchmarks.huey_sqlite.huey
+"""
 import os
 
 from huey import SqliteHuey
 
+from benchmarks.huey_tasks import declare_tasks
+
 huey = SqliteHuey('bench-sqlite', filename=os.environ.get('BENCH_HUEY_DB', 'bench-huey.db'))
-
-
-@huey.task()
-def add(x, y):
-    return x + y
+add, xsum = declare_tasks(huey)
