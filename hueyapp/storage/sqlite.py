@@ -348,8 +348,8 @@ class SqliteStorage(HueySqliteStorage):
         deletes them a ``chunk`` at a time, so no writer waits long for the lock.
         """
         now = time.time()
-        expired = [{'rowid': rowid, 'now': now}
-                   for rowid, in self.database.execute(sql.EXPIRED, {'now': now})]
+        expired = [{'key': key, 'now': now}
+                   for key, in self.database.execute(sql.EXPIRED, {'now': now})]
         deleted = 0
         for start in range(0, len(expired), chunk):
             with self.database.transaction() as cursor:
