@@ -27,6 +27,9 @@ ADD_TASK_COLUMNS = {
     'lease_expires': 'alter table task add column lease_expires real',
     'deliveries': 'alter table task add column deliveries integer not null default 0',
 }
+# WITHOUT ROWID: the key is the table's only b-tree, so storing a result (and the done mark
+# beside it) rewrites one page, not a row page plus a key-index page. Files made by hueyapp
+# 0.1 keep their rowid table; every statement below works on both.
 CREATE_KEYS = (
     'create table if not exists hueyapp_kv ('
     'key text not null primary key, value blob not null, expires_at real) without rowid')
