@@ -6,10 +6,12 @@ are used as they are. What changes, and why:
 * connections come from :mod:`hueyapp.storage.sqlite_db` (one per thread, shared by every
   storage of the file), so one task's outcome is one transaction across queues, and a
   locked database is waited for instead of surfacing ``database is locked``;
-* ``lease()`` hands a task out with an owner and an expiry instead of deleting it; the
-  worker acknowledges it in the transaction that records its outcome, a keeper thread
-  renews the lease while the task runs, and a lease that lapses (its worker died) hands the
-  task out again; ``bury()`` moves an unrunnable message to the dead letters;
+* ``lease()`` hands a task out with an owner and an expiry instead of deleting it (up to
+  ``prefetch`` in one statement, the rest kept in this process's reserve); the worker
+  acknowledges it in the transaction that records its outcome, a keeper thread renews the
+  lease while the task runs or waits in the reserve, and a lease that lapses (its worker
+  died) hands the task out again; ``bury()`` moves an unrunnable message to the dead letters;
+* a single write (an enqueue, a lease, a lock) is one statement that commits by itself;
 * keys are shared by all queues of the file and can expire: results after
   ``result_expires``, and ``put_if_empty(..., ttl=...)`` works, so Huey's own
   ``huey.lock_task(name, ttl=...)`` works on SQLite (plain Huey raises there);
