@@ -173,6 +173,10 @@ class _Pipeline:
              last_id: str | None = None) -> tuple[RoutedTask, AsyncResult]:
         """Build the linked tasks; returns the first task and the last step's result handle."""
         app = _app_of(self.steps[0])
+        if len(self.steps) == 1:  # a group's usual member: spare it the linking below
+            options = {**canvas_options, 'task_id': last_id} if last_id else canvas_options
+            task = self.steps[0].to_task(options, starts=starts)
+            return task, AsyncResult(task.id, app=app)
         last = len(self.steps) - 1
         tasks = [step.to_task({**canvas_options, 'task_id': last_id} if i == last and last_id
                               else canvas_options, starts=starts and i == 0)
