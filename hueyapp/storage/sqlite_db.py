@@ -69,7 +69,7 @@ class _ThreadState(threading.local):
 class SqliteDatabase:
     lock_wait = 1.0  # SQLite's busy handler, per attempt
     # Fold the WAL into the file every 4000 pages (16 MB), not SQLite's 1000: a page that
-    # every outcome rewrites (a queue's head, the result index's tail) is copied once per
+    # every outcome rewrites (a queue's head and its index page) is copied once per
     # checkpoint however often it changed. Measured: drain about 10% faster.
     checkpoint_pages = 4000
     # Each thread has its own connection, and each connection its own page cache (2 MB by
@@ -150,24 +150,18 @@ class SqliteDatabase:
         its own, atomic as any SQLite statement, without the ``BEGIN``/``COMMIT`` round trips
         of :meth:`transaction` (a third of the cost of a one-row enqueue).
         """
-        if self._local.in_transaction:
-            cursor = self.connection.execute(query, params)
-            return cursor.fetchall(), cursor.rowcount
-        if self._joins_open_work():
-            with self.transaction() as cursor:
-                cursor.execute(query, params)
-                return cursor.fetchall(), cursor.rowcount
-
         def run() -> tuple[list[tuple], int]:
             cursor = self.connection.execute(query, params)
             return cursor.fetchall(), cursor.rowcount
+
+        if self._joins_open_work():
+            with self.transaction():
+                return run()
         return self.retry(run)
 
     def write_many(self, query: str, rows: list[Any]) -> None:
-        """One write statement for each of ``rows``, all or none, as :meth:`write`."""
-        if self._local.in_transaction:
-            self.connection.executemany(query, rows)
-            return
+        """One write statement for each of ``rows``, all or none (one transaction, or the
+        open one)."""
         with self.transaction() as cursor:
             cursor.executemany(query, rows)
 
