@@ -8,12 +8,16 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sqlite3
-from typing import Any, Callable
+from collections.abc import Callable
 
 from hueyapp.config import Database, Settings, create_queues, storage_options
 from hueyapp.engine import RoutedHuey
 from hueyapp.result import AsyncResult
 from hueyapp.serializer import create_serializer
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
 
 _current: 'App | None' = None
 

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from typing import Any, Iterable, Union
+from collections.abc import Iterable
 
 from huey.utils import ChordConfig, normalize_expire_time, normalize_time
 
 from hueyapp.result import AsyncResult, GroupResult
 from hueyapp.task import RoutedTask, TaskFunction
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
 
 ROUTING_OPTIONS = ('queue', 'priority', 'expires', 'retries')
 START_OPTIONS = ('countdown', 'eta')
@@ -277,7 +281,7 @@ class chord:
         return result
 
 
-Canvas = Union[Signature, chain, group, chord]
+Canvas = Signature | chain | group | chord
 
 
 def _link_members(members: list, options: dict) -> tuple[list[RoutedTask], list[AsyncResult]]:

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
 
 from huey.registry import Registry
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
 if TYPE_CHECKING:
     from hueyapp.app import App
     from hueyapp.engine import RoutedHuey

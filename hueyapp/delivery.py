@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Iterator
 
 from huey import signals as S
 from huey.api import Task
@@ -23,6 +23,10 @@ from huey.constants import EmptyData
 
 from hueyapp.errors import StorageBusyError
 from hueyapp.outcome import failure
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
 
 logger = logging.getLogger('hueyapp.delivery')
 

@@ -15,10 +15,12 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
 if TYPE_CHECKING:
+    from typing import Any
     from hueyapp.app import App
 
 logger = logging.getLogger('hueyapp.lock')

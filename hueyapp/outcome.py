@@ -10,11 +10,15 @@ import pickle
 import sys
 import traceback
 from collections import namedtuple
-from typing import Any, Callable
+from collections.abc import Callable
 
 from huey.utils import Error
 
 from hueyapp.errors import TaskError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
 
 Revoked = namedtuple('Revoked', ('task_id', 'reason'))
 

@@ -19,9 +19,13 @@ import hashlib
 import hmac
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
 
 from huey.serializer import Serializer
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ['BadSignature', 'SignedSerializer', 'StaleMessage', 'create_serializer']
 

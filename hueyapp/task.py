@@ -9,13 +9,15 @@ argument of the next task, as one value (Huey appends it, and splats tuples).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
 
 from huey.api import PeriodicTask, Task, TaskWrapper
 
 from hueyapp.errors import SerializationError
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
 if TYPE_CHECKING:
+    from typing import Any
     from hueyapp.canvas import Signature
     from hueyapp.result import AsyncResult, GroupResult
 

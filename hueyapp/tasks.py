@@ -9,8 +9,8 @@ Run a worker per queue::
 attribute of this module too (``hueyapp.tasks.hipri`` with the default settings).
 """
 from __future__ import annotations
+from collections.abc import Iterable
 
-from typing import Iterable
 
 from huey import crontab
 

@@ -27,9 +27,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from huey.constants import EmptyData
 from huey.storage import SqliteStorage as HueySqliteStorage
@@ -63,6 +63,7 @@ class DeadLetter:
 class SqliteStorage(HueySqliteStorage):
     blocking = True
     prefetch = 1  # tasks leased per statement; a consumer raises it (HUEYAPP_PREFETCH_MULTIPLIER)
+    _backlog = False
 
     ddl = [sql.AUTO_VACUUM, HueySqliteStorage.table_sched, HueySqliteStorage.index_sched,
            sql.CREATE_TASKS, HueySqliteStorage.index_task, sql.CREATE_KEYS,
@@ -153,10 +154,10 @@ class SqliteStorage(HueySqliteStorage):
         topic = f'queue.{self.name}'
         if self.database.wakeups is not None:
             self.database.wakeups.arm(topic)
-        woken = False
+        woken = self._backlog  # the last lease filled its batch: there is likely more
         for _ in range(1000):  # each round waits, or ends the call: bounded by read_timeout
             # A cheap read first, so polling an empty queue never takes the write lock;
-            # a producer's wake-up says there is work, and skips it.
+            # a producer's wake-up (or a backlog) says there is work, and skips it.
             if woken or self.sql(sql.ANY_FREE_TASK, {'queue': self.name, 'now': time.time()},
                                  results=True):
                 deliveries = self._lease_batch()
@@ -175,6 +176,7 @@ class SqliteStorage(HueySqliteStorage):
                                     'lease': self.lease_seconds, 'count': self.prefetch},
                         commit=True, results=True)
         rows.sort(key=lambda row: (-row[3], row[0]))  # priority first, then FIFO
+        self._backlog = len(rows) == self.prefetch  # a hint, shared by the worker threads
         return [Delivery(row_id, bytes(data), deliveries, owner, self.name)
                 for row_id, data, deliveries, _ in rows]
 

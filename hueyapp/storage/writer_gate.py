@@ -18,7 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from typing import BinaryIO
+from io import FileIO
 
 
 class WriterGate:
@@ -28,7 +28,7 @@ class WriterGate:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._file: BinaryIO | None = None
+        self._file: FileIO | None = None
         self._threads = threading.Lock()
 
     def acquire(self) -> bool:
@@ -53,7 +53,7 @@ class WriterGate:
         finally:
             self._threads.release()
 
-    def _open(self) -> BinaryIO:
+    def _open(self) -> FileIO:
         if self._file is None:
             self._file = open(self.path, 'ab', buffering=0, opener=_private)
         return self._file
