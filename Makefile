@@ -30,4 +30,4 @@ bench: install
 	$(BENCH_VENV)/bin/python benchmarks/run.py --sqlite-venv $(VENV) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) *.egg-info hueyapp.db hueyapp.db-wal hueyapp.db-shm
+	rm -rf $(VENV) $(BENCH_VENV) *.egg-info hueyapp.db hueyapp.db-wal hueyapp.db-shm hueyapp.db-writer

@@ -6,8 +6,8 @@ the file is compacted, at most every ``sweep_interval`` seconds. Extends
 :class:`huey.consumer.Consumer`: each worker process leases ``HUEYAPP_PREFETCH_MULTIPLIER``
 tasks per worker thread at a time (one statement instead of one each); when it stops
 (SIGINT, SIGTERM, or a worker recycled), tasks it still holds go back on the queue at once
-instead of waiting for their lease to lapse. Its writes queue on the file's writer gate
-(:mod:`hueyapp.storage.writer_gate`).
+instead of waiting for their lease to lapse. Process workers queue their writes on the file's
+writer gate (:mod:`hueyapp.storage.writer_gate`).
 """
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ class Consumer(HueyConsumer):
         # Each forked worker process is one worker; threads and greenlets share a process.
         per_process = 1 if worker_type == 'process' else workers
         huey.storage.prefetch = huey.app.settings.prefetch_multiplier * per_process
-        huey.storage.database.queue_writers()
+        if worker_type == 'process':
+            huey.storage.database.queue_writers()
 
     def run(self) -> None:
         try:

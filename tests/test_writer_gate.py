@@ -140,10 +140,11 @@ def test_a_write_giving_up_on_a_locked_file_leaves_the_gate_free(tmp_path):
     assert database.execute('select x from t') == [(3,)]
 
 
-def test_consumers_queue_their_writes_on_a_private_gate_file_producers_do_not(db):
+def test_process_workers_queue_their_writes_on_a_private_gate_file(db):
     database = huey.storage.database
-    assert database.gate is None                        # a producer: SQLite's wait
     huey.create_consumer(workers=2)
+    assert database.gate is None                        # threads and producers: SQLite's wait
+    huey.create_consumer(workers=2, worker_type='process')
     assert database.gate is not None
     database.write('delete from task')
     assert stat.S_IMODE(os.stat(database.gate.path).st_mode) == 0o600
