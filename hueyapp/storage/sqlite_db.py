@@ -237,10 +237,11 @@ class SqliteDatabase:
                 callback()
 
     def _enter_gate(self) -> None:
-        self._local.gated = self.gate is not None and self.gate.acquire()
+        if self.gate is not None:  # None but in process workers: nothing on the hot path
+            self._local.gated = self.gate.acquire()
 
     def _leave_gate(self) -> None:
-        if self._local.gated:
+        if self.gate is not None and self._local.gated:
             self._local.gated = False
             self.gate.release()
 
