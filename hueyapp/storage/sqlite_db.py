@@ -237,7 +237,7 @@ class SqliteDatabase:
                 callback()
 
     def _enter_gate(self) -> None:
-        if self.gate is not None:  # None but in process workers: nothing on the hot path
+        if self.gate is not None:  # None except in process workers: no cost elsewhere
             self._local.gated = self.gate.acquire()
 
     def _leave_gate(self) -> None:
