@@ -34,6 +34,8 @@ current_task: ContextVar[Task | None] = ContextVar('hueyapp_current_task', defau
 
 # How many unrunnable messages one dequeue call may bury before it yields to the worker loop.
 BURIALS_PER_DEQUEUE = 100
+# How long a batch's read of outcomes and revocations stands for its later tasks (seconds).
+READ_AHEAD_FRESH = 0.02
 
 
 def done_key(task_id: str) -> str:
@@ -68,11 +70,13 @@ class AtLeastOnce:
                 self._bury(delivery, f'handed out {delivery.deliveries} times (limit {limit}): '
                                      f'its run keeps killing its worker')
                 continue
-            try:
-                task = self.deserialize_task(delivery.data)
-            except Exception as exc:
-                self._bury(delivery, f'cannot be read: {exc!r}')
-                continue
+            task = self._read_ahead(delivery)
+            if task is None:
+                try:
+                    task = self.deserialize_task(delivery.data)
+                except Exception as exc:
+                    self._bury(delivery, f'cannot be read: {exc!r}')
+                    continue
             if self._signed_too_long_ago(delivery.data):
                 self._bury(delivery, 'signed longer ago than a result lives '
                                      '(HUEYAPP_RESULT_EXPIRES): a replayed row?')
@@ -80,6 +84,52 @@ class AtLeastOnce:
             task.delivery = delivery
             return task
         return None
+
+    def _read_ahead(self, delivery) -> Task | None:
+        """The delivery's task, if the first taker of its batch read the batch ahead."""
+        batch = delivery.batch
+        if batch is None:
+            return None
+        if batch.prepared is None:
+            batch.prepared = {}
+            batch.prepared.update(self._prepare_batch(batch.deliveries))
+        return batch.prepared.pop(delivery.row_id, None)
+
+    def _prepare_batch(self, deliveries) -> dict:
+        """Every readable message of a batch as a task, by row id, each with the outcome and
+        revocation keys of all of them, read in one query (see ``_outcome_and_revocations``).
+        A message that cannot be read is left to its taker, which buries it."""
+        tasks = {}
+        for delivery in deliveries:
+            try:
+                tasks[delivery.row_id] = self.deserialize_task(delivery.data)
+            except Exception:
+                pass
+        read_at = time.monotonic()
+        try:
+            found = self.storage.peek_many([key for task in tasks.values()
+                                            for key in self._keys_to_check(task)])
+        except Exception:  # each task reads its own keys before it runs
+            return tasks
+        for task in tasks.values():
+            task.read_ahead = (read_at, found)
+        return tasks
+
+    def _keys_to_check(self, task: Task) -> list[str]:
+        """The keys read before a run: its outcome, its done mark, its revocations."""
+        return [task.id, done_key(task.id), *self._revoke_keys(task)]
+
+    def _outcome_and_revocations(self, task: Task) -> dict:
+        """Which of ``_keys_to_check(task)`` hold a value, and the values.
+
+        A batch's read stands for its later tasks for ``READ_AHEAD_FRESH`` seconds: a
+        revocation or outcome recorded after the read and before the run would have been
+        as late, had it come a moment after the task started.
+        """
+        read_ahead = getattr(task, 'read_ahead', None)
+        if read_ahead is not None and time.monotonic() - read_ahead[0] <= READ_AHEAD_FRESH:
+            return read_ahead[1]
+        return self.storage.peek_many(self._keys_to_check(task))
 
     def _bury(self, delivery, reason: str) -> None:
         logger.error('Dead-lettered a message of queue %s: %s', delivery.queue, reason)
@@ -107,13 +157,12 @@ class AtLeastOnce:
             current_task.reset(token)
 
     def _execute_delivery(self, task: Task, delivery, timestamp) -> Any:
-        outcome_keys, revoke_keys = [task.id, done_key(task.id)], self._revoke_keys(task)
-        found = self.storage.peek_many(outcome_keys + revoke_keys)  # one read for both checks
-        if any(key in found for key in outcome_keys):
+        found = self._outcome_and_revocations(task)  # one read for both checks
+        if task.id in found or done_key(task.id) in found:
             logger.warning('%s already has an outcome; acknowledged without running it again', task)
             self.storage.ack(delivery)
             return None
-        task.revocations = {key: found.get(key, EmptyData) for key in revoke_keys}
+        task.revocations = {key: found.get(key, EmptyData) for key in self._revoke_keys(task)}
         task.revoke_flag_seen = task.revoke_id in found
         try:
             with self.storage.database.unit_of_work():

@@ -6,9 +6,12 @@ module re-exports the default app's queues so that importing it registers these 
 """
 from __future__ import annotations
 
+import os
+import time
+
 from hueyapp.tasks import add, app, huey, hipri  # noqa: F401  (re-exported for huey_consumer)
 
-__all__ = ['add', 'app', 'huey', 'hipri', 'echo', 'hipri_echo']
+__all__ = ['add', 'app', 'huey', 'hipri', 'echo', 'hipri_echo', 'waits_for_file']
 
 
 @app.task()
@@ -21,3 +24,14 @@ def echo(*args, **kwargs):
 def hipri_echo(*args, **kwargs):
     """Declared with its own default queue: ``delay`` sends it to hipri."""
     return args, kwargs
+
+
+@app.task()
+def waits_for_file(path: str, timeout: float) -> bool:
+    """Holds its worker until ``path`` exists (True), or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

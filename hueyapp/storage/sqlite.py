@@ -29,13 +29,24 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from huey.constants import EmptyData
 from huey.storage import SqliteStorage as HueySqliteStorage
 
 from hueyapp.storage import sqlite_sql as sql
 from hueyapp.storage.sqlite_db import SqliteDatabase, database_for
+
+
+class LeaseBatch:
+    """The deliveries one lease statement handed out, and room for what their first taker
+    works out for all of them at once (the delivery layer reads their outcomes ahead)."""
+
+    __slots__ = ('deliveries', 'prepared')
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.prepared: dict | None = None  # None until a taker fills it
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,7 @@ class Delivery:
     deliveries: int
     owner: str
     queue: str
+    batch: LeaseBatch | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -177,8 +189,10 @@ class SqliteStorage(HueySqliteStorage):
                         commit=True, results=True)
         rows.sort(key=lambda row: (-row[3], row[0]))  # priority first, then FIFO
         self._backlog = len(rows) == self.prefetch  # a hint, shared by the worker threads
-        return [Delivery(row_id, bytes(data), deliveries, owner, self.name)
-                for row_id, data, deliveries, _ in rows]
+        batch = LeaseBatch()
+        batch.deliveries = [Delivery(row_id, bytes(data), deliveries, owner, self.name, batch)
+                            for row_id, data, deliveries, _ in rows]
+        return batch.deliveries
 
     def wait_result(self, key: str, timeout: float | None = None, backoff: float = 1.15,
                     max_delay: float = 1.0) -> bool:
