@@ -89,3 +89,30 @@ def test_wake_ups_of_a_rolled_back_unit_never_fire(tmp_path):
     except RuntimeError:
         pass
     assert calls == []
+
+
+def test_a_forked_child_listens_on_a_socket_of_its_own(tmp_path):
+    # Process workers are forked from a consumer that may have armed listeners already: the
+    # parent's socket would swallow the child's wake-ups (and the parent's exit removes it).
+    from hueyapp.storage.sqlite_db import database_for
+    wakeups = database_for(str(tmp_path / 'g.db'), False, 60.0).wakeups
+    wakeups.arm('queue.default')
+    parent_path = wakeups._paths[0]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its socket and whether a notification reaches it
+        try:
+            wakeups.arm('queue.default')
+            child_path = wakeups._paths[0] if wakeups._paths else ''
+            Wakeups(str(tmp_path / 'g.db')).notify('queue.default')
+            woken = wakeups.wait('queue.default', 5)
+            os.write(write_end, f'{child_path}|{woken}'.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child_path, woken = pipe.read().split('|')
+    os.waitpid(pid, 0)
+    assert child_path and child_path != parent_path
+    assert woken == 'True'
+    wakeups.close()

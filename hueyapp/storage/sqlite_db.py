@@ -47,13 +47,16 @@ def database_for(target: str, uri: bool, busy_timeout: float,
 
 
 def _forget_after_fork() -> None:
-    # A forked process must never use its parent's connections: start from none.
+    # A forked process must never use its parent's connections, writer gate hold or wake-up
+    # sockets: start from none.
     global _databases_lock
     _databases_lock = threading.Lock()
     for database in _databases.values():
         database._local = _ThreadState()
         if database.gate is not None:
             database.gate.forget_after_fork()
+        if database.wakeups is not None:
+            database.wakeups.forget_after_fork()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

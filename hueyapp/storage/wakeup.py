@@ -65,7 +65,6 @@ class Wakeups:
         self._listener(topic)
 
     def _listener(self, topic: str) -> socket.socket:
-        self._forget_if_forked()
         listeners = getattr(self._local, 'listeners', None)
         if listeners is None:
             listeners = self._local.listeners = {}
@@ -85,7 +84,6 @@ class Wakeups:
     def notify(self, topic: str) -> None:
         """Wake every waiter of ``topic`` (after a commit that concerns it); never raises,
         because what it announces is committed already."""
-        self._forget_if_forked()
         for path in self._waiters_of(topic):
             try:
                 self._socket().sendto(b'!', path)
@@ -123,10 +121,13 @@ class Wakeups:
         return self._sender
 
     # -- lifecycle --------------------------------------------------------------------
-    def _forget_if_forked(self) -> None:
-        if self._pid != os.getpid():  # a forked worker binds its own sockets
-            self._pid, self._local, self._sender, self._paths = os.getpid(), threading.local(), None, []
-            self._lock = threading.Lock()
+    def forget_after_fork(self) -> None:
+        """In a forked child (a process worker): bind sockets of its own, keep none of the parent's.
+
+        Called by :mod:`hueyapp.storage.sqlite_db`'s fork hook, so that no wake-up pays for
+        an ``os.getpid()`` system call to find out."""
+        self._pid, self._local, self._sender, self._paths = os.getpid(), threading.local(), None, []
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Remove this process's sockets (at exit)."""
