@@ -9,6 +9,7 @@ argument of the next task, as one value (Huey appends it, and splats tuples).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterable
 
 from huey.api import PeriodicTask, Task, TaskWrapper
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
 class RoutedTask(Task):
     queue: str | None = None      # class default set by ``@huey.task(queue=...)``
     immutable: bool = False       # ``.si()``: ignores its parent's result
+
+    def create_id(self) -> str:
+        """A random (version 4) UUID string, as Huey's ``str(uuid.uuid4())``, built without
+        the UUID object: that took 2.5 of the 16 µs a group member costs."""
+        digits = os.urandom(16).hex()
+        variant = '89ab'[int(digits[16], 16) & 3]
+        return (f'{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-'
+                f'{variant}{digits[17:20]}-{digits[20:]}')
 
     def extend_data(self, data: Any) -> None:
         """Huey's hook for a parent result (chains, chord bodies): prepend it, unsplatted."""

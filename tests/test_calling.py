@@ -1,6 +1,7 @@
 """Calling tasks as in Celery: delay, apply_async options, local calls, routing, serialization."""
 import datetime
 import threading
+import uuid
 
 import pytest
 
@@ -227,3 +228,12 @@ def test_the_documented_pytest_fixture_runs_tasks_in_process(hueyapp_immediate):
     assert hueyapp_immediate.settings.immediate
     assert add.delay(2, 2).get(timeout=0) == 4
     assert huey.pending_count() == 0
+
+
+def test_task_ids_are_random_version_4_uuids(db):
+    ids = [add.delay(1, 1).id for _ in range(500)]
+    assert len(set(ids)) == len(ids)
+    for task_id in ids:
+        parsed = uuid.UUID(task_id)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert str(parsed) == task_id  # the canonical lowercase 8-4-4-4-12 form
