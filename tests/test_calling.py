@@ -1,6 +1,7 @@
 """Calling tasks as in Celery: delay, apply_async options, local calls, routing, serialization."""
 import datetime
 import threading
+import time
 import uuid
 
 import pytest
@@ -230,10 +231,17 @@ def test_the_documented_pytest_fixture_runs_tasks_in_process(hueyapp_immediate):
     assert huey.pending_count() == 0
 
 
-def test_task_ids_are_random_version_4_uuids(db):
+def test_task_ids_are_time_ordered_version_7_uuids(db):
+    before = time.time()
     ids = [add.delay(1, 1).id for _ in range(500)]
+    after = time.time()
     assert len(set(ids)) == len(ids)
     for task_id in ids:
         parsed = uuid.UUID(task_id)
-        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
         assert str(parsed) == task_id  # the canonical lowercase 8-4-4-4-12 form
+        milliseconds = parsed.int >> 80
+        assert int(before * 1000) <= milliseconds <= int(after * 1000) + 1
+    # In creation order to the 12-bit sub-millisecond fraction; the random tail only
+    # orders ids made within the same 1/4096 ms.
+    assert [i[:18] for i in ids] == sorted(i[:18] for i in ids)
