@@ -1,7 +1,10 @@
 """Celery's canvas: group, chain, chord, signatures and how results flow between tasks."""
+import gc
+import threading
+
 import pytest
 
-from hueyapp import ChordError, GroupResult
+from hueyapp import ChordError, GroupResult, SerializationError
 from hueyapp.canvas import chain, chord, group, signature
 from hueyapp.tasks import add, app, hipri, huey, mul, xsum
 
@@ -333,3 +336,45 @@ def test_group_revoke_revokes_every_member(db):
     assert [r.state for r in result] == ['REVOKED'] * 3
     assert result.ready()
     assert result.completed_count() == 0
+
+
+# -- the garbage collector is paused while a group or chord is built, and only then ----------
+
+def collector_state_inside_enqueue(monkeypatch) -> list:
+    seen = []
+    enqueue_many = type(huey).enqueue_many
+
+    def spy(self, tasks):
+        seen.append(gc.isenabled())
+        return enqueue_many(self, tasks)
+
+    monkeypatch.setattr(type(huey), 'enqueue_many', spy)
+    return seen
+
+
+def test_the_collector_is_paused_during_a_group_or_chord_and_runs_again_after(db, monkeypatch):
+    seen = collector_state_inside_enqueue(monkeypatch)
+    group(add.s(i, i) for i in range(3)).apply_async()
+    chord([add.s(1, 1), add.s(2, 2)], xsum.s()).apply_async()
+    add.map([(1, 1), (2, 2)])
+    assert seen == [False, False, False]
+    assert gc.isenabled()
+    assert huey.pending_count() == 3 + 2 + 2
+
+
+def test_the_collector_runs_again_after_a_group_that_fails_to_enqueue(db):
+    with pytest.raises(SerializationError):
+        group([add.s(1, 1), add.s(threading.Lock(), 1)]).apply_async()
+    assert gc.isenabled()
+    assert huey.pending_count() == 0
+
+
+def test_a_collector_paused_by_the_caller_stays_paused(db, monkeypatch):
+    seen = collector_state_inside_enqueue(monkeypatch)
+    gc.disable()
+    try:
+        group([add.s(1, 1)]).apply_async()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert seen == [False]
