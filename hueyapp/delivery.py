@@ -86,9 +86,12 @@ class AtLeastOnce:
         return None
 
     def _read_ahead(self, delivery) -> Task | None:
-        """The delivery's task, if the first taker of its batch read the batch ahead."""
+        """The delivery's task, if the first taker of its batch read the batch ahead.
+
+        A batch of one is not: reading it ahead would save nothing, and its task reads its
+        keys just before it runs instead."""
         batch = delivery.batch
-        if batch is None:
+        if batch is None or len(batch.deliveries) < 2:
             return None
         if batch.prepared is None:
             batch.prepared = {}

@@ -90,3 +90,16 @@ def test_consumer_honours_a_revocation_of_a_reserved_task(consumers, tmp_path):
     wait_until(lambda: AsyncResult(revoked.id).state == 'REVOKED', 10, 'the revocation', consumer)
     assert not re.search(rf'Executing \S+: {revoked.id}', consumer.log())
     assert re.search(rf'Executing \S+: {behind.id}', consumer.log())
+
+
+def test_a_lone_delivery_reads_its_keys_when_it_runs(db, monkeypatch):
+    # With nothing to share the read with, dequeue() does not read ahead: a revocation that
+    # comes between dequeue() and execute() is seen, however quickly it comes.
+    result = add.delay(1, 1)
+    reads = count_reads(monkeypatch)
+    task = huey.dequeue()
+    assert reads == []
+    result.revoke()
+    huey.execute(task)
+    assert len(reads) == 1
+    assert result.state == 'REVOKED'
