@@ -82,8 +82,14 @@ def test_consumer_honours_a_revocation_of_a_reserved_task(consumers, tmp_path):
     slow = waits_for_file.delay(str(gate), 20)
     behind, revoked = add.delay(1, 1), add.delay(2, 2)
     consumer = consumers('tests.worker_tasks.huey', '-w', '1', env=WORKER_ENV)
-    wait_until(lambda: huey.storage.queue_size() == 0, 10, 'the batch to be leased', consumer)
+    wait_until(lambda: re.search(rf'Executing \S+: {slow.id}', consumer.log()), 10,
+               'the slow task to start', consumer)
+    assert huey.storage.queue_size() == 0        # all three were leased in one batch
     revoked.revoke()
+    # The batch was read before the slow task started: once that read is stale, let it end.
+    started_seen = time.monotonic()
+    wait_until(lambda: time.monotonic() > started_seen + delivery.READ_AHEAD_FRESH, 5,
+               'the read ahead to go stale')
     gate.touch()
     assert slow.get(timeout=20) is True
     assert behind.get(timeout=10) == 2
