@@ -94,7 +94,7 @@ class AtLeastOnce:
         if batch is None or len(batch.deliveries) < 2:
             return None
         if batch.prepared is None:
-            batch.prepared = {}
+            batch.prepared = {}  # claimed: a sibling taken by another thread meanwhile reads its own
             batch.prepared.update(self._prepare_batch(batch.deliveries))
         return batch.prepared.pop(delivery.row_id, None)
 
