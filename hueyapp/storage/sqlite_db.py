@@ -204,13 +204,11 @@ class SqliteDatabase:
     def _enter_open_work(self) -> bool:
         """Whether this thread's next write joins open work: its transaction, or its unit of
         work's, begun here if the unit has not written yet (the unit commits it)."""
-        state = self._local
-        if state.in_transaction:
-            return True
-        if state.unit_depth and not state.suspended:
+        if not self._joins_open_work():
+            return False
+        if not self._local.in_transaction:
             self._begin()
-            return True
-        return False
+        return True
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
