@@ -253,6 +253,24 @@ def test_commits_fsync_only_with_synchronous_full(tmp_path, setting, pragma):
     assert storage.database.execute('pragma journal_mode') == [('wal',)]
 
 
+def test_a_new_file_gets_small_pages_and_a_plain_huey_file_keeps_its_own(tmp_path):
+    # Smaller pages: fewer WAL bytes per commit. The checkpoint interval stays 16 MB either way.
+    ours = SqliteStorage('q', filename=str(tmp_path / 'new.db'))
+    ours.enqueue(b'task')
+    assert ours.database.execute('pragma page_size') == [(2048,)]
+    assert ours.database.execute('pragma wal_autocheckpoint') == [(8192,)]
+
+    from huey.storage import SqliteStorage as PlainHueyStorage
+    plain = PlainHueyStorage('q', filename=str(tmp_path / 'plain.db'))
+    plain.enqueue(b'from plain huey')
+    plain.close()
+    adopted = SqliteStorage('q', filename=str(tmp_path / 'plain.db'))
+    adopted.enqueue(b'from hueyapp')
+    assert adopted.database.execute('pragma page_size') == [(4096,)]
+    assert adopted.database.execute('pragma wal_autocheckpoint') == [(4096,)]
+    assert adopted.enqueued_items() == [b'from plain huey', b'from hueyapp']
+
+
 def leased_rows(db) -> int:
     with sqlite3.connect(db) as conn:
         return conn.execute('select count(*) from task where lease_owner is not null').fetchone()[0]

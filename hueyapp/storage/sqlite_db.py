@@ -79,10 +79,16 @@ class _ThreadState(threading.local):
 
 class SqliteDatabase:
     lock_wait = 1.0  # SQLite's busy handler, per attempt
-    # Fold the WAL into the file every 4000 pages (16 MB), not SQLite's 1000: a page that
-    # every outcome rewrites (a queue's head and its index page) is copied once per
-    # checkpoint however often it changed. Measured: drain about 10% faster.
-    checkpoint_pages = 4000
+    # A new file gets 2 KiB pages, not SQLite's 4 KiB. Every commit appends each page it
+    # changed to the WAL, and a one-row enqueue changes two (the row's and its index
+    # entry's): half the bytes to checksum and copy. Measured: one producer's delay() 5-7%
+    # faster, drains and groups unchanged; 1 KiB pages made groups 5-10% slower. A file
+    # keeps the page size it was made with (plain Huey's are 4 KiB).
+    page_bytes = 2048
+    # Fold the WAL into the file every 16 MB, not SQLite's 1000 pages: a page that every
+    # outcome rewrites (a queue's head and its index page) is copied once per checkpoint
+    # however often it changed. Measured: drain about 10% faster.
+    checkpoint_bytes = 16 * 1024 * 1024
     # Each thread has its own connection, and each connection its own page cache (2 MB by
     # default): a copy of what the OS caches anyway. 64 KiB holds the hot pages (b-tree
     # interiors, queue heads); measured: the same drain rate as 256 KiB and 2 MB, and 0.4 MB
@@ -128,11 +134,13 @@ class SqliteDatabase:
         conn = sqlite3.connect(self.target, uri=self.uri, timeout=self.lock_wait,
                                isolation_level=None, check_same_thread=False)
         if not self.uri:
-            # auto_vacuum only takes on a new file, and only before the switch to WAL.
+            # page_size and auto_vacuum only take on a new file, before the switch to WAL.
+            conn.execute(f'pragma page_size = {self.page_bytes}')
             conn.execute('pragma auto_vacuum = incremental')
             conn.execute('pragma journal_mode = wal')
             conn.execute(f'pragma synchronous = {self.synchronous}')
-            conn.execute(f'pragma wal_autocheckpoint = {self.checkpoint_pages}')
+            page_bytes = conn.execute('pragma page_size').fetchone()[0]
+            conn.execute(f'pragma wal_autocheckpoint = {self.checkpoint_bytes // page_bytes}')
             conn.execute(f'pragma cache_size = -{self.cache_kib}')
         return conn
 
@@ -145,21 +153,29 @@ class SqliteDatabase:
     # -- retries ----------------------------------------------------------------------
     def retry(self, operation: Callable[[], T]) -> T:
         """Run ``operation``, retrying while the database is locked, up to ``busy_timeout``."""
-        deadline = time.monotonic() + self.busy_timeout
+        started = time.monotonic()
+        try:
+            return operation()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            busy = exc
+        deadline = started + self.busy_timeout
         pause = 0.005
         for attempt in range(10_000):
+            if time.monotonic() + pause >= deadline:
+                raise StorageBusyError(
+                    f'{self.target} stayed locked by another process for more than '
+                    f'{self.busy_timeout:g}s ({busy}); raise HUEYAPP_BUSY_TIMEOUT or find '
+                    f'the long writer') from busy
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
             try:
                 return operation()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
-                if time.monotonic() + pause >= deadline:
-                    raise StorageBusyError(
-                        f'{self.target} stayed locked by another process for more than '
-                        f'{self.busy_timeout:g}s ({exc}); raise HUEYAPP_BUSY_TIMEOUT or find '
-                        f'the long writer') from exc
-                time.sleep(pause)
-                pause = min(pause * 2, 0.1)
+                busy = exc
         raise AssertionError('unreachable: the deadline ends the loop')
 
     # -- statements and transactions --------------------------------------------------
