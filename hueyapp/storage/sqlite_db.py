@@ -176,7 +176,9 @@ class SqliteDatabase:
         deadline = started + self.busy_timeout
         watch_until = time.monotonic() + self.watch_seconds
         pause = 0.001
-        for attempt in range(10_000):
+        # Sleeps are 1 ms or more, and at-once retries end with the watch: a count bound that
+        # the deadline always comes before.
+        for attempt in range(1_000 + int(self.busy_timeout * 1_000)):
             if not self._retry_at_once(watch_until, attempt):
                 if time.monotonic() + pause >= deadline:
                     raise StorageBusyError(
@@ -194,13 +196,15 @@ class SqliteDatabase:
         raise AssertionError('unreachable: the deadline ends the loop')
 
     def _retry_at_once(self, watch_until: float, attempt: int) -> bool:
-        let_go = None if self.write_lock is None else self.write_lock.let_go_by(watch_until)
+        if self.write_lock is None or time.monotonic() >= watch_until:
+            return False
+        let_go = self.write_lock.let_go_by(watch_until)
         if let_go is not None:
             return let_go
         # No other process holds it: it has been let go already, or a thread of this process
         # holds it. Hammering a sibling's lock would take the GIL it needs (measured: four
         # thread workers 6% slower), so with other threads about, retry at once only once.
-        return time.monotonic() < watch_until and (attempt == 0 or threading.active_count() == 1)
+        return attempt == 0 or threading.active_count() == 1
 
     # -- statements and transactions --------------------------------------------------
     def execute(self, query: str, params: Any = ()) -> list[tuple]:
