@@ -167,32 +167,27 @@ class SqliteDatabase:
         4… ms between tries, up to 100 ms, as SQLite's own busy handler would.
         """
         started = time.monotonic()
-        try:
-            return operation()
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
-                raise
-            busy = exc
         deadline = started + self.busy_timeout
-        watch_until = time.monotonic() + self.watch_seconds
+        watch_until = started + self.watch_seconds
         pause = 0.001
         # Sleeps are 1 ms or more, and at-once retries end with the watch: a count bound that
         # the deadline always comes before.
         for attempt in range(1_000 + int(self.busy_timeout * 1_000)):
-            if not self._retry_at_once(watch_until, attempt):
-                if time.monotonic() + pause >= deadline:
-                    raise StorageBusyError(
-                        f'{self.target} stayed locked by another process for more than '
-                        f'{self.busy_timeout:g}s ({busy}); raise HUEYAPP_BUSY_TIMEOUT or find '
-                        f'the long writer') from busy
-                time.sleep(pause)
-                pause = min(pause * 2, 0.1)
             try:
                 return operation()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
                 busy = exc
+            if self._retry_at_once(watch_until, attempt):
+                continue
+            if time.monotonic() + pause >= deadline:
+                raise StorageBusyError(
+                    f'{self.target} stayed locked by another process for more than '
+                    f'{self.busy_timeout:g}s ({busy}); raise HUEYAPP_BUSY_TIMEOUT or find '
+                    f'the long writer') from busy
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
         raise AssertionError('unreachable: the deadline ends the loop')
 
     def _retry_at_once(self, watch_until: float, attempt: int) -> bool:
