@@ -120,7 +120,8 @@ class SqliteDatabase:
 
         Worker processes write in a tight loop, and with the write lock as their bottleneck
         SQLite's millisecond busy sleeps idle the cores: measured, two process workers drained
-        35-40% faster through the gate. Elsewhere SQLite's wait is the better one: a lone
+        35-40% faster through the gate (measured when ``retry()`` still left the waiting to
+        SQLite's busy handler). Elsewhere ``retry()``'s wait is the better one: a lone
         consumer pays two ``flock`` calls per commit for nothing (measured 8-10% slower), the
         threads of one process do not queue on it anyway, and a few producer processes
         enqueuing at once are CPU-bound, not lock-bound (measured 20% slower through it).
