@@ -100,6 +100,29 @@ def test_a_write_waiting_on_another_process_goes_through_as_it_lets_go_without_s
     assert sleeps == []                                        # retried as the lock was let go
 
 
+def test_a_write_waiting_on_a_long_holder_looks_again_every_few_milliseconds(database, monkeypatch):
+    # SQLite-style sleeps doubling to 100 ms would go on well after a long checkpoint ends.
+    sleeps = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(min(seconds, 0.002))                        # real, but short: a quick test
+
+    monkeypatch.setattr(sqlite_db, 'time', types.SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+    holder = Holder(database.target)
+    try:
+        writer = threading.Thread(target=database.write, args=("insert into t values ('ours')",))
+        writer.start()
+        wait_until(lambda: len(sleeps) >= 8 or not writer.is_alive(), 10, 'the writer to sleep 8 times')
+        holder.commit()
+        writer.join(10)
+        assert not writer.is_alive()
+    finally:
+        holder.close()
+    assert sorted(database.execute('select x from t')) == [('ours',), ('theirs',)]
+    assert len(sleeps) >= 8 and max(sleeps) <= 0.005
+
+
 def test_a_lock_held_past_the_busy_timeout_ends_in_a_clear_error(database, monkeypatch):
     monkeypatch.setattr(database, 'busy_timeout', 0.3)
     holder = Holder(database.target)

@@ -51,27 +51,28 @@ class WriteLockProbe:
 
     def held_elsewhere(self) -> bool:
         """Whether another process holds the write lock now (False when unsure)."""
-        if self._fd is None:
-            return False
-        try:
-            answer = fcntl.fcntl(self._fd, fcntl.F_GETLK, _WHO_HOLDS_THE_WRITER_BYTE)
-        except OSError:
-            return False
-        return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
+        return self.supported and self._open_current() and self._probe()
 
     def let_go_by(self, until: float) -> bool | None:
         """Whether another process's write lock is let go before ``until``
         (``time.monotonic()``), watching it until then: True, retry at once; False, it is
         still held, sleep. None when no other process holds it now: it may have let go
         already, or the holder is a thread of this process, which ``F_GETLK`` cannot see."""
-        if not self.supported or not self._open_current() or not self.held_elsewhere():
+        if not self.held_elsewhere():
             return None
         for _ in range(MAX_PROBES):
-            if not self.held_elsewhere():
+            if not self._probe():
                 return True
             if time.monotonic() >= until:
                 return False
         return False
+
+    def _probe(self) -> bool:
+        try:
+            answer = fcntl.fcntl(self._fd, fcntl.F_GETLK, _WHO_HOLDS_THE_WRITER_BYTE)
+        except (OSError, TypeError):  # TypeError: no descriptor (another thread closed it)
+            return False
+        return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
 
     def _open_current(self) -> bool:
         """Open ``-shm``, or reopen it if SQLite has replaced the file since."""
