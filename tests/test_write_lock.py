@@ -79,25 +79,32 @@ def test_the_probe_cannot_see_a_lock_of_its_own_process(database):
         other.execute('rollback')
 
 
-def test_a_write_waiting_on_another_process_goes_through_as_it_lets_go_without_sleeping(
-        database, monkeypatch):
-    sleeps = []
-    clock = types.SimpleNamespace(monotonic=time.monotonic, sleep=sleeps.append)
-    monkeypatch.setattr(sqlite_db, 'time', clock)
-    monkeypatch.setattr(database, 'watch_seconds', 30.0)       # watch for as long as the test runs
+def write_while_another_process_holds_the_lock(database, waiting, what: str) -> None:
+    """Write from a thread while a holder keeps the lock; let go once ``waiting()`` is true."""
     holder = Holder(database.target)
     try:
         writer = threading.Thread(target=database.write, args=("insert into t values ('ours')",))
         writer.start()
-        wait_until(lambda: not writer.is_alive() or database.write_lock.held_elsewhere(), 10,
-                   'the writer to find the file locked')
+        wait_until(lambda: not writer.is_alive() or waiting(), 10, what)
         holder.commit()
         writer.join(10)
         assert not writer.is_alive()
     finally:
         holder.close()
     assert sorted(database.execute('select x from t')) == [('ours',), ('theirs',)]
-    assert sleeps == []                                        # retried as the lock was let go
+
+
+def test_a_write_waiting_on_another_process_goes_through_as_it_lets_go_without_sleeping(
+        database, monkeypatch):
+    sleeps = []
+    monkeypatch.setattr(sqlite_db, 'time', types.SimpleNamespace(monotonic=time.monotonic, sleep=sleeps.append))
+    monkeypatch.setattr(database, 'watch_seconds', 30.0)       # watch for as long as the test runs
+    watching = []
+    watch = database.write_lock.let_go_by
+    monkeypatch.setattr(database.write_lock, 'let_go_by', lambda until: watching.append(1) or watch(until))
+    write_while_another_process_holds_the_lock(
+        database, lambda: watching, 'the writer to be refused and watch the lock')
+    assert watching and sleeps == []                           # retried as the lock was let go
 
 
 def test_a_write_waiting_on_a_long_holder_looks_again_every_few_milliseconds(database, monkeypatch):
@@ -109,17 +116,8 @@ def test_a_write_waiting_on_a_long_holder_looks_again_every_few_milliseconds(dat
         time.sleep(min(seconds, 0.002))                        # real, but short: a quick test
 
     monkeypatch.setattr(sqlite_db, 'time', types.SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
-    holder = Holder(database.target)
-    try:
-        writer = threading.Thread(target=database.write, args=("insert into t values ('ours')",))
-        writer.start()
-        wait_until(lambda: len(sleeps) >= 8 or not writer.is_alive(), 10, 'the writer to sleep 8 times')
-        holder.commit()
-        writer.join(10)
-        assert not writer.is_alive()
-    finally:
-        holder.close()
-    assert sorted(database.execute('select x from t')) == [('ours',), ('theirs',)]
+    write_while_another_process_holds_the_lock(
+        database, lambda: len(sleeps) >= 8, 'the writer to sleep 8 times')
     assert len(sleeps) >= 8 and max(sleeps) <= 0.005
 
 
