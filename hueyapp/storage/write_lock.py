@@ -11,7 +11,7 @@ of the eight lock bytes that SQLite's WAL-index format places at offsets 120-127
 https://sqlite.org/walformat.html, "the WAL-index locks"). ``F_GETLK`` asks the kernel who
 holds it in one system call, without taking anything. It cannot see a lock held by this
 same process (POSIX locks belong to processes), so a sibling thread's write reads as free:
-the caller then sleeps as SQLite would.
+``SqliteDatabase.retry`` then retries at once only once, and sleeps as SQLite would.
 
 The probe's file descriptor stays open for the life of the process. Closing any descriptor
 of a file drops every POSIX lock the process holds on it, and SQLite holds some on the
