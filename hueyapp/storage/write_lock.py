@@ -77,18 +77,16 @@ class WriteLockProbe:
     def _open_current(self) -> bool:
         """Open ``-shm``, or reopen it if SQLite has replaced the file since."""
         with self._opening:
-            return self._open_current_locked()
-
-    def _open_current_locked(self) -> bool:
-        try:
-            current = os.stat(self.path)
-            if self._fd is not None:
-                held = os.fstat(self._fd)
-                if held.st_nlink and (held.st_ino, held.st_dev) == (current.st_ino, current.st_dev):
-                    return True
-                os.close(self._fd)  # a deleted file: no connection of this process uses it
-                self._fd = None
-            self._fd = os.open(self.path, os.O_RDONLY)
-        except OSError:  # no -shm yet, or it went between the calls: nothing to wait for
-            return False
-        return True
+            try:
+                current = os.stat(self.path)
+                if self._fd is not None:
+                    held = os.fstat(self._fd)
+                    same_file = (held.st_ino, held.st_dev) == (current.st_ino, current.st_dev)
+                    if held.st_nlink and same_file:
+                        return True
+                    os.close(self._fd)  # a deleted file: no connection of this process uses it
+                    self._fd = None
+                self._fd = os.open(self.path, os.O_RDONLY)
+            except OSError:  # no -shm yet, or it went between the calls: nothing to wait for
+                return False
+            return True
