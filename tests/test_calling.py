@@ -1,5 +1,6 @@
 """Calling tasks as in Celery: delay, apply_async options, local calls, routing, serialization."""
 import datetime
+import os
 import threading
 import time
 import uuid
@@ -245,3 +246,20 @@ def test_task_ids_are_time_ordered_version_7_uuids(db):
     # In creation order to the 12-bit sub-millisecond fraction; the random tail only
     # orders ids made within the same 1/4096 ms.
     assert [i[:18] for i in ids] == sorted(i[:18] for i in ids)
+
+
+def test_a_forked_child_draws_other_task_ids_than_its_parent(db):
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out without pytest's teardown
+        os.write(writer, add.s(1, 1).to_task().id.encode())
+        os._exit(0)
+    os.close(writer)
+    try:
+        assert os.waitpid(pid, 0)[1] == 0
+        child_id = os.read(reader, 100).decode()
+    finally:
+        os.close(reader)
+    parent_id = add.s(1, 1).to_task().id
+    # Same random state at the fork: without a reseed, both tails would be equal.
+    assert uuid.UUID(child_id).version == 7 and child_id[19:] != parent_id[19:]

@@ -11,6 +11,8 @@ import time
 import pytest
 from huey.serializer import Serializer
 
+from hueyapp.registry import RoutedMessage
+
 from tests.poison_tasks import (WORKER, WORKER_ENV, add, app, dead_letter_rows, huey,
                                 insert_task_row, query, suicide, touch, wait_until)
 
@@ -19,8 +21,9 @@ SECRET = 'poison-secret'
 
 def unknown_task_message() -> bytes:
     """A well-formed message (this app's serializer) naming a task no worker knows."""
-    message = huey._registry.create_message(add.s(1, 2).to_task())._replace(name='nope.missing')
-    return huey.serializer.serialize(message)
+    message = list(huey._registry.create_message(add.s(1, 2).to_task()))
+    message[1] = 'nope.missing'  # the name, second of Huey's message fields
+    return huey.serializer.serialize(tuple(message))
 
 
 def plain_pickle(signature) -> bytes:
@@ -54,7 +57,7 @@ def test_corrupt_and_unknown_task_rows_are_dead_lettered_and_the_consumer_goes_o
     assert 'cannot be read' in corrupt_reason and 'UnpicklingError' in corrupt_reason
     assert 'nope.missing' in unknown_reason and 'not found' in unknown_reason
     assert deliveries1 == 1
-    assert huey.serializer.deserialize(bytes(data2)).name == 'nope.missing'  # the message itself
+    assert RoutedMessage(*huey.serializer.deserialize(bytes(data2))).name == 'nope.missing'  # the message itself
     assert query(db, 'select count(*) from task') == [(0,)]  # nothing left on the queue
     assert consumer.alive()
     assert 'Traceback' not in consumer.log()                  # buried quietly, no worker crash

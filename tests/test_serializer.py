@@ -166,6 +166,23 @@ def test_real_task_message_with_chord_config():
     assert (type(cc.callback), cc.callback.id, cc.callback.args) == (type(callback), callback.id, ())
 
 
+def test_a_message_travels_as_a_plain_tuple_and_older_forms_still_read():
+    task = add.s(1, 2).set(queue='hipri').to_task()
+    task.on_complete = mul.si(3).to_task()
+    wire = huey._registry.create_message(task)
+    assert type(wire) is tuple and type(wire[8]) is tuple  # on_complete too
+    assert b'RoutedMessage' not in pickle.dumps(wire)
+    # As earlier hueyapp wrote it (a RoutedMessage), and as plain Huey writes it (a Message).
+    older = RoutedMessage(*wire[:8], RoutedMessage(*wire[8]), *wire[9:])
+    plain = Message(*wire[:len(Message._fields)])
+    for message in (wire, older, plain):
+        got = huey.deserialize_task(Serializer().serialize(message))
+        assert (type(got), got.id, got.args) == (type(task), task.id, (1, 2))
+    assert huey.deserialize_task(Serializer().serialize(older)).on_complete.immutable
+    assert huey.deserialize_task(Serializer().serialize(wire)).queue == 'hipri'
+    assert huey.deserialize_task(Serializer().serialize(plain)).queue == 'default'
+
+
 class Custom:
     pass
 
