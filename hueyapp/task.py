@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
-import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from huey.api import PeriodicTask, Task, TaskWrapper
 
@@ -25,10 +24,27 @@ if TYPE_CHECKING:
     from hueyapp.result import AsyncResult, GroupResult
 
 
-# Private, so a user's random.seed() cannot make two processes draw the same ids.
-_id_random = random.Random()
-_id_bits = _id_random.getrandbits
-os.register_at_fork(after_in_child=_id_random.seed)
+_random_words: Iterator[int] = iter(())
+
+
+def _random_62_bits() -> int:
+    """62 bits from the system's random source, read 4 KiB at a time: one system call per
+    512 ids instead of one per id. Each ``next`` is atomic under the GIL, so threads never
+    share a word; a forked child starts on a fresh block (see below), not on its parent's."""
+    global _random_words
+    word = next(_random_words, None)
+    if word is None:
+        _random_words = iter(memoryview(os.urandom(4096)).cast('Q'))
+        word = next(_random_words)
+    return word >> 2
+
+
+def _fresh_random_words() -> None:
+    global _random_words
+    _random_words = iter(())
+
+
+os.register_at_fork(after_in_child=_fresh_random_words)
 
 
 class RoutedTask(Task):
@@ -42,12 +58,11 @@ class RoutedTask(Task):
         result lands on the last page of the key table, which is in SQLite's cache, not on
         a random one that must be read first. Measured: one-thread drains 11% faster.
         The first 48 bits are the Unix time in milliseconds, the next 12 its sub-millisecond
-        fraction (the RFC's method 3), the last 62 random. Ids must be unique, not secret:
-        the random bits come from a private generator (reseeded after fork), not from a
-        system call, which halves the cost of an id (0.9 µs, from 1.7 with ``os.urandom``).
+        fraction (the RFC's method 3), the last 62 random, from the system's source, as
+        uuid4's: a web page may hand a task id out as the key to its result.
         """
         milliseconds, nanoseconds = divmod(time.time_ns(), 1_000_000)
-        tail = _id_bits(62)
+        tail = _random_62_bits()
         return '%08x-%04x-%04x-%04x-%012x' % (
             milliseconds >> 16, milliseconds & 0xFFFF, 0x7000 | nanoseconds * 4096 // 1_000_000,
             0x8000 | tail >> 48, tail & 0xFFFF_FFFF_FFFF)
