@@ -19,7 +19,8 @@ Where things live:
 * :mod:`hueyapp.deadletters` list, inspect, replay, purge what could not run
 * :mod:`hueyapp.cli`      the ``hueyapp`` operator command
 * :mod:`hueyapp.lock`     expiring, owner-checked locks and ``single_run``
-* :mod:`hueyapp.feeds`    feed download, parsing and storage (``import_feed``)
+* :mod:`hueyapp.feeds`    feed download and parsing (``import_feed``)
+* :mod:`hueyapp.feed_store` the feeds and their entries in the app's file
 * :mod:`hueyapp.testing`  immediate mode for users' tests, and a real consumer runner
 """
 from hueyapp.canvas import chain, chord, group, signature

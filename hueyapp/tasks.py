@@ -9,8 +9,8 @@ Run a worker per queue::
 attribute of this module too (``hueyapp.tasks.hipri`` with the default settings).
 """
 from __future__ import annotations
-from collections.abc import Iterable
 
+from collections.abc import Iterable
 
 from huey import crontab
 
@@ -57,5 +57,5 @@ def import_feed(feed_url: str) -> str:
 @huey.periodic_task(crontab(minute='0'))
 def refresh_feeds() -> GroupResult:
     """Every hour, on the hour: re-import every feed imported before."""
-    from hueyapp import feeds
-    return group(import_feed.s(url) for url in feeds.FeedStore(app.connect).urls()).apply_async()
+    from hueyapp.feed_store import FeedStore  # without feedparser: a worker with no feeds stays small
+    return group(import_feed.s(url) for url in FeedStore(app.connect).urls()).apply_async()

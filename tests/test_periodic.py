@@ -1,12 +1,15 @@
 """Periodic tasks: refresh_feeds fires on the hour, on its own queue, through Huey's scheduler."""
 import datetime
+import os
+import subprocess
+import sys
 import threading
 
 from freezegun import freeze_time
 
 from hueyapp import AsyncResult, GroupResult
 from hueyapp.consumer import Scheduler
-from hueyapp.feeds import FeedStore
+from hueyapp.feed_store import FeedStore
 from hueyapp.tasks import app, hipri, huey
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, 0)
@@ -66,6 +69,23 @@ def test_refresh_feeds_enqueues_one_import_per_known_feed(db):
     pending = huey.pending()
     assert names(pending) == ['import_feed', 'import_feed']
     assert sorted(task.args for task in pending) == [('http://feeds.invalid/a',), ('http://feeds.invalid/b',)]
+
+
+def test_the_hourly_refresh_lists_feeds_without_importing_feedparser(tmp_path):
+    # An idle worker runs refresh_feeds every hour; feedparser and urllib would stay in it (4 MB).
+    code = '\n'.join((
+        'import sys',
+        'from hueyapp.feed_store import FeedStore',
+        'from hueyapp.tasks import app, huey, refresh_feeds',
+        "FeedStore(app.connect).save('http://feeds.invalid/a', {'feed': {'title': 'a'}, 'entries': []})",
+        'refresh_feeds()',
+        'print([task.args for task in huey.pending()])',
+        "print(sorted({'feedparser', 'urllib.request'} & set(sys.modules)))"))
+    env = {**os.environ, 'HUEYAPP_DB': str(tmp_path / 'feeds.db'), 'HUEYAPP_IMMEDIATE': '0'}
+    ran = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == ["[('http://feeds.invalid/a',)]", '[]']
 
 
 def test_periodic_tick_stores_its_result_like_any_task(db):
