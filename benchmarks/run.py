@@ -116,6 +116,20 @@ def ensure_redis() -> None:
             time.sleep(0.1)
 
 
+def compile_sources(venvs: set[Path]) -> None:
+    """Write the bytecode of hueyapp and of these scripts, with every interpreter that runs them.
+
+    Installed packages (Huey, Celery, RQ) got theirs from pip; an editable hueyapp is compiled
+    by its first import, unless the environment sets PYTHONDONTWRITEBYTECODE (this machine
+    does). Then every worker would compile hueyapp from source as it starts: slower, and the
+    compiler's garbage stays in its heap (measured: idle RSS 25.5 MB instead of 24.1).
+    """
+    for venv in sorted(venvs):
+        subprocess.run([str(venv / 'bin' / 'python'), '-m', 'compileall', '-q',
+                        str(ROOT / 'hueyapp'), str(ROOT / 'benchmarks')],
+                       check=True, stdout=subprocess.DEVNULL)
+
+
 def has_redis_py(venv: Path) -> bool:
     """Whether ``venv`` can import redis-py (then Huey's storage module imports it too)."""
     probe = 'import importlib.util, sys; sys.exit(importlib.util.find_spec("redis") is None)'
@@ -155,6 +169,7 @@ def main() -> None:
     args = parse_args()
     names = args.names
     random.seed(args.seed)
+    compile_sources({args.sqlite_venv, CURRENT_VENV})
     if any(not SYSTEMS[name].on_sqlite for name in names):
         ensure_redis()
 
@@ -168,7 +183,8 @@ def main() -> None:
         for name in names:
             cls = SYSTEMS[name]
             systems[name] = cls(tmp, venv=args.sqlite_venv if cls.on_sqlite else CURRENT_VENV)
-        context = context_lines(systems, args.sqlite_venv)
+        context = ['hueyapp and benchmarks/ were compiled to bytecode first, as pip compiles '
+                   'what it installs'] + context_lines(systems, args.sqlite_venv)
         while rounds == 0 or time.monotonic() - began + last_round <= args.budget:
             round_started = time.monotonic()
             shift = rounds % len(names)
