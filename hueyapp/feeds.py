@@ -26,6 +26,21 @@ class FeedError(Exception):
     """A feed could not be fetched or parsed; the message names the URL and the cause."""
 
 
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's handler follows a redirect to ftp:// as well; a URL a user gave may lead to
+    http(s) only, as ``_check_scheme`` requires of the URL itself."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+        if scheme not in ALLOWED_SCHEMES:
+            raise urllib.error.HTTPError(newurl, code, f"redirect to unsupported URL scheme {scheme!r}",
+                                         headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
 # --- fetching -----------------------------------------------------------------------------
 def fetch_feed(url: str, timeout: float = 10.0) -> feedparser.FeedParserDict:
     """Download ``url`` ourselves and let feedparser only parse, so timeouts, schemes and errors stay ours."""
@@ -47,7 +62,7 @@ def _download(url: str, timeout: float) -> tuple[bytes, dict[str, str]]:
     """Return the body plus the headers feedparser needs (charset, base URI), mapping every failure to FeedError."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             body = response.read(MAX_FEED_BYTES + 1)
             content_type = response.headers.get("Content-Type", "")
             final_url = response.geturl()

@@ -14,6 +14,7 @@ class _Route:
     status: int
     content_type: str
     delay: float
+    location: str | None = None
 
 
 def rss(title: str, items: list[tuple[str, str]]) -> bytes:
@@ -56,6 +57,11 @@ class FeedServer:
         """Serve `body` at `path` (replacing any previous route)."""
         with self._lock:
             self._routes[path] = _Route(body, status, content_type, delay)
+
+    def redirect(self, path: str, location: str, status: int = 302) -> None:
+        """Answer GET `path` with a redirect to `location` (any URL, any scheme)."""
+        with self._lock:
+            self._routes[path] = _Route(b"", status, "text/plain", 0.0, location)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -107,6 +113,8 @@ class FeedServer:
                     return  # server is shutting down; don't answer
                 self.send_response(route.status)
                 self.send_header("Content-Type", route.content_type)
+                if route.location is not None:
+                    self.send_header("Location", route.location)
                 self.send_header("Content-Length", str(len(route.body)))
                 self.end_headers()
                 self.wfile.write(route.body)

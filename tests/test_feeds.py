@@ -5,11 +5,11 @@ import socket
 import sqlite3
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from hueyapp import feeds
 from hueyapp.feeds import FeedError, FeedStore, fetch_feed, import_feed
 from tests.feed_server import FeedServer, rss
 
@@ -179,12 +179,30 @@ def test_unsupported_scheme_rejected_without_io(server, monkeypatch, make_url):
     def no_io(*args, **kwargs):
         raise AssertionError("urlopen must not be called")
 
-    monkeypatch.setattr(urllib.request, "urlopen", no_io)
+    monkeypatch.setattr(feeds._OPENER, "open", no_io)
     url = make_url(server)
     with pytest.raises(FeedError, match="unsupported URL scheme") as info:
         fetch_feed(url)
     assert url in str(info.value)
     assert server.hits("/feed.xml") == 0
+
+
+def test_a_redirect_to_another_http_url_is_followed(server, store):
+    server.add("/feed.xml", rss("Moved", ITEMS))
+    server.redirect("/old.xml", server.url("/feed.xml"), status=301)
+    url = server.url("/old.xml")
+    assert import_feed(url, store) == url
+    assert store.urls() == [url] and len(store.entries(url)) == 2
+    assert server.hits("/feed.xml") == 1
+
+
+@pytest.mark.parametrize("target", ["ftp://127.0.0.1:{port}/feed.xml", "file:///etc/passwd"])
+def test_a_redirect_to_another_scheme_is_refused(server, target):
+    server.redirect("/feed.xml", target.format(port=free_port()))
+    url = server.url("/feed.xml")
+    with pytest.raises(FeedError, match="unsupported URL scheme|not allowed") as info:
+        fetch_feed(url, timeout=5)
+    assert url in str(info.value)
 
 
 def test_timeout(server):
