@@ -12,6 +12,7 @@ from huey.constants import EmptyData
 from huey.exceptions import TaskLockedException
 
 from hueyapp.storage import SqliteStorage
+from hueyapp.storage.sqlite_db import SqliteDatabase
 from hueyapp.tasks import add, hipri, huey
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, 0)
@@ -254,11 +255,13 @@ def test_commits_fsync_only_with_synchronous_full(tmp_path, setting, pragma):
 
 
 def test_a_new_file_gets_small_pages_and_a_plain_huey_file_keeps_its_own(tmp_path):
-    # Smaller pages: fewer WAL bytes per commit. The checkpoint interval stays 16 MB either way.
+    # Smaller pages: fewer WAL bytes per commit. The checkpoint interval stays 16 MB either way,
+    # and hueyapp runs the checkpoints (see the next test), not SQLite after every commit.
     ours = SqliteStorage('q', filename=str(tmp_path / 'new.db'))
     ours.enqueue(b'task')
     assert ours.database.execute('pragma page_size') == [(2048,)]
-    assert ours.database.execute('pragma wal_autocheckpoint') == [(8192,)]
+    assert ours.database.checkpoint_frames == 8192
+    assert ours.database.execute('pragma wal_autocheckpoint') == [(0,)]
 
     from huey.storage import SqliteStorage as PlainHueyStorage
     plain = PlainHueyStorage('q', filename=str(tmp_path / 'plain.db'))
@@ -267,8 +270,26 @@ def test_a_new_file_gets_small_pages_and_a_plain_huey_file_keeps_its_own(tmp_pat
     adopted = SqliteStorage('q', filename=str(tmp_path / 'plain.db'))
     adopted.enqueue(b'from hueyapp')
     assert adopted.database.execute('pragma page_size') == [(4096,)]
-    assert adopted.database.execute('pragma wal_autocheckpoint') == [(4096,)]
+    assert adopted.database.checkpoint_frames == 4096
     assert adopted.enqueued_items() == [b'from plain huey', b'from hueyapp']
+
+
+def test_the_wal_is_checkpointed_once_past_its_limit_at_most_once_per_pause(tmp_path, monkeypatch):
+    monkeypatch.setattr(SqliteDatabase, 'checkpoint_bytes', 64 * 1024)  # 32 pages of 2 KiB
+    storage = SqliteStorage('q', filename=str(tmp_path / 'paced.db'))
+    database = storage.database
+    assert database.checkpoint_frames == 32
+    with freeze_time('2026-01-01 00:00:00') as clock:
+        storage.enqueue(b'first')  # a commit: the pause starts
+        for _ in range(100):
+            storage.enqueue(b'x' * 500)
+        # SQLite alone would have checkpointed at 32 frames; within the pause, nothing did.
+        assert database.write_lock.wal_frames() > 3 * database.checkpoint_frames
+        clock.tick(database.checkpoint_pause)
+        storage.enqueue(b'past the pause')  # checkpoints the whole WAL after committing
+        storage.enqueue(b'next')  # so this commit starts the WAL over
+        assert database.write_lock.wal_frames() < database.checkpoint_frames
+    assert len(storage.enqueued_items()) == 103
 
 
 def leased_rows(db) -> int:

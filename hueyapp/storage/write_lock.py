@@ -13,6 +13,10 @@ holds it in one system call, without taking anything. It cannot see a lock held 
 same process (POSIX locks belong to processes), so a sibling thread's write reads as free:
 ``SqliteDatabase.retry`` then retries at once only once, and sleeps as SQLite would.
 
+The same file's header says how many frames the WAL holds (``mxFrame``, a native-endian
+32-bit integer at offset 16 of the WAL-index header, same page): ``wal_frames`` reads it, so
+that ``SqliteDatabase`` can pace its checkpoints without running one to find out.
+
 The probe's file descriptor stays open for the life of the process. Closing any descriptor
 of a file drops every POSIX lock the process holds on it, and SQLite holds some on the
 ``-shm`` file for as long as a connection is open; only a descriptor of a replaced file
@@ -28,6 +32,7 @@ import threading
 import time
 
 WAL_WRITE_LOCK_OFFSET = 120
+WAL_FRAMES_OFFSET = 16  # mxFrame in the WAL-index header
 # struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid, native alignment.
 _FLOCK = 'hhqqi'
 _WHO_HOLDS_THE_WRITER_BYTE = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET,
@@ -66,6 +71,16 @@ class WriteLockProbe:
             if time.monotonic() >= until:
                 return False
         return False
+
+    def wal_frames(self) -> int:
+        """Frames in the WAL now (0 when unsure: no ``-shm`` yet, or not Linux)."""
+        if not (self.supported and self._open_current()):
+            return 0
+        try:
+            header = os.pread(self._fd, 4, WAL_FRAMES_OFFSET)
+        except (OSError, TypeError):  # TypeError: no descriptor (another thread closed it)
+            return 0
+        return struct.unpack('=I', header)[0] if len(header) == 4 else 0
 
     def _probe(self) -> bool:
         try:
