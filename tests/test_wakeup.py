@@ -54,6 +54,21 @@ def test_the_socket_of_a_dead_process_is_removed_by_the_next_notifier(tmp_path):
     wakeups.close()
 
 
+def test_a_waiter_bound_just_after_a_writer_looked_is_woken(tmp_path):
+    # The writer's list of waiters is not trusted for a time: a get() that binds its socket
+    # a moment after the last notification would otherwise sleep until the fallback look.
+    db = str(tmp_path / 'g.db')
+    writer, first, second = Wakeups(db), Wakeups(db), Wakeups(db)
+    writer.notify('results')  # looks: nobody waits yet
+    # A new socket; another one a moment later (likely the same clock tick); a known one.
+    for waiter in (first, second, second):
+        waiter.arm('results')
+        writer.notify('results')
+        assert waiter.wait('results', 0) is True
+    for wakeups in (writer, first, second):
+        wakeups.close()
+
+
 def test_notify_after_the_last_waiter_removed_the_directory_does_not_raise(tmp_path):
     # Another process's exit removes the empty directory; the commit being announced is done,
     # so an enqueue must not fail because nobody is left to wake.
