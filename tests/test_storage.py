@@ -236,6 +236,20 @@ def test_purge_expired_deletes_in_chunks(storage):
         assert storage.result_store_size() == 0
 
 
+def test_compact_copies_the_wal_before_it_blocks_writers_to_empty_it(storage):
+    for i in range(50):
+        add.delay(i, i)
+    statements = []
+    storage.database.connection.set_trace_callback(statements.append)
+    try:
+        storage.compact()
+    finally:
+        storage.database.connection.set_trace_callback(None)
+    checkpoints = [s for s in statements if 'wal_checkpoint' in s]
+    assert checkpoints == ['pragma wal_checkpoint(passive)', 'pragma wal_checkpoint(truncate)']
+    assert os.path.getsize(f'{storage.filename}-wal') == 0
+
+
 def test_flush_results_and_counters(storage):
     storage.put_data('k', b'v')
     storage.incr('c')

@@ -381,6 +381,10 @@ class SqliteStorage(HueySqliteStorage):
             return
         # executescript steps the pragma to the end; a plain execute frees one page.
         self.database.retry(lambda: self.database.connection.executescript(sql.INCREMENTAL_VACUUM))
+        # TRUNCATE blocks every writer while it copies the WAL; most of it is copied first
+        # without blocking anyone. Measured after a drain of 10,000 tasks (22 MB of WAL):
+        # writers blocked 9-10 ms instead of 22-30 ms (the rest is emptying the file).
+        self.database.execute(sql.CHECKPOINT_PASSIVE)
         # A checkpoint cannot reset the WAL while a reader (another worker's poll) is inside
         # it; such readers are short, so try a few times.
         for _ in range(50):

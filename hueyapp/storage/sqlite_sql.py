@@ -116,4 +116,7 @@ DELETE_ALL_COUNTERS = 'delete from hueyapp_counter'
 
 # -- hygiene -------------------------------------------------------------------------------
 INCREMENTAL_VACUUM = 'pragma incremental_vacuum'
+# PASSIVE copies the WAL into the file while writers go on; TRUNCATE then holds the write lock
+# only to copy what came meanwhile and to empty the WAL file.
+CHECKPOINT_PASSIVE = 'pragma wal_checkpoint(passive)'
 CHECKPOINT = 'pragma wal_checkpoint(truncate)'
