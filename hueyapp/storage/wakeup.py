@@ -19,10 +19,13 @@ import time
 import uuid
 from pathlib import Path
 
-# A directory's mtime comes from the kernel's coarse clock (one tick, up to 10 ms): a list of
-# waiters read less than this long after the mtime it saw may miss a socket bound in that
-# same tick, so it is read again until the mtime is older than this.
-MTIME_GRAIN_NS = 50_000_000
+# Seconds a writer trusts its list of waiters before reading the directory again (a few µs,
+# so about 0.2% of a busy writer's time). A socket bound meanwhile misses the writer's
+# notifications until then, so a new socket's first wait ends after this long (and a little
+# more), and its caller looks at the database again: a thread's first get() can be late by
+# this much, not by the fallback poll (it was 251 ms, with a list trusted for 0.5 s).
+SCAN_EVERY = 0.005
+NEW_SOCKET_DOUBT = SCAN_EVERY + 0.001
 
 
 def channel_directory(database_path: str) -> Path:
@@ -44,8 +47,7 @@ class Wakeups:
         self.directory = channel_directory(database_path)
         self._local = threading.local()
         self._sender: socket.socket | None = None
-        self._directory_fd: int | None = None
-        self._waiters: dict[str, tuple[int | None, list[str]]] = {}  # topic: (mtime, paths)
+        self._waiters: dict[str, tuple[float, list[str]]] = {}
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._paths: list[str] = []  # the sockets this process bound, removed at exit
@@ -53,8 +55,16 @@ class Wakeups:
 
     # -- waiting ----------------------------------------------------------------------
     def wait(self, topic: str, timeout: float) -> bool:
-        """Block until a writer notifies ``topic`` or ``timeout`` passes; True if notified."""
+        """Block until a writer notifies ``topic`` or ``timeout`` passes; True if notified.
+        Returns False early, once, just after the socket was bound (see ``SCAN_EVERY``)."""
         listener = self._listener(topic)
+        doubt_until = self._local.doubt_until
+        if topic in doubt_until:
+            unseen = doubt_until[topic] - time.monotonic()
+            if unseen > 0:
+                timeout = min(timeout, unseen)
+            else:
+                del doubt_until[topic]
         readable, _, _ = select.select([listener], [], [], max(timeout, 0))
         if not readable:
             return False
@@ -72,6 +82,7 @@ class Wakeups:
         listeners = getattr(self._local, 'listeners', None)
         if listeners is None:
             listeners = self._local.listeners = {}
+            self._local.doubt_until = {}  # topic: until when writers may not know its socket
         listener = listeners.get(topic)
         if listener is None:
             path = self.directory / f'{topic}.{os.getpid()}.{uuid.uuid4().hex[:12]}'
@@ -79,6 +90,7 @@ class Wakeups:
             self.directory.mkdir(mode=0o700, exist_ok=True)  # another process may have tidied it
             listener.bind(str(path))
             listener.setblocking(False)
+            self._local.doubt_until[topic] = time.monotonic() + NEW_SOCKET_DOUBT
             listeners[topic] = listener
             with self._lock:
                 self._paths.append(str(path))
@@ -99,68 +111,26 @@ class Wakeups:
                 pass
 
     def _waiters_of(self, topic: str) -> list[str]:
-        """The sockets of ``topic``'s waiters, read again whenever the directory changed.
-
-        A waiter binds its socket before it looks at the database, and binding changes the
-        directory's mtime: so a writer that stats the directory after its commit knows of
-        every waiter that could have missed the commit (one ``fstat``, under a microsecond).
-        A list trusted for a fixed time (it was half a second) missed the waiters bound
-        meanwhile: a thread's first ``get()`` slept until its fallback look (251 ms)."""
-        changed_ns = self._directory_mtime_ns()
-        if changed_ns is None:  # the last waiter's process removed the directory at its exit
-            return []
-        known = self._waiters.get(topic)
-        if known is not None and known[0] == changed_ns:
-            return known[1]
-        read_ns = time.time_ns()  # before reading: a later change gets a later mtime
-        prefix = f'{topic}.'
-        try:
-            paths = [entry.path for entry in os.scandir(self.directory)
-                     if entry.name.startswith(prefix)]
-        except OSError:
-            paths = []
-        settled = read_ns - changed_ns >= MTIME_GRAIN_NS  # else read it again next time
-        self._waiters[topic] = (changed_ns if settled else None, paths)
+        scanned_at, paths = self._waiters.get(topic, (float('-inf'), []))
+        now = time.monotonic()
+        if now - scanned_at > SCAN_EVERY:
+            scanned_at = now  # before reading: a socket bound during the read may be missed
+            prefix = f'{topic}.'
+            try:
+                paths = [entry.path for entry in os.scandir(self.directory)
+                         if entry.name.startswith(prefix)]
+            except OSError:  # the last waiter's process removed the directory at its exit
+                paths = []
+            self._waiters[topic] = (scanned_at, paths)
         return paths
-
-    def _directory_mtime_ns(self) -> int | None:
-        """The directory's mtime, through a descriptor kept open (``fstat`` costs half of a
-        ``stat`` by path); None if the directory is gone."""
-        try:
-            status = os.stat(self._directory_fd)  # TypeError: none open yet
-            if status.st_nlink:
-                return status.st_mtime_ns
-        except (OSError, TypeError):
-            pass
-        return self._reopen_directory()
-
-    def _reopen_directory(self) -> int | None:
-        """Open the directory now at its path (it was removed, and a new waiter may have made
-        it again): its mtime, or None if there is none."""
-        with self._lock:
-            self._close_directory_fd()
-            try:
-                self._directory_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-                return os.stat(self._directory_fd).st_mtime_ns
-            except OSError:
-                self._close_directory_fd()
-                return None
-
-    def _close_directory_fd(self) -> None:
-        fd, self._directory_fd = self._directory_fd, None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
     def _forget_waiter(self, topic: str, path: str) -> None:
         try:
-            os.unlink(path)  # changes the directory: the next notify reads it again
+            os.unlink(path)
         except OSError:
             pass
-        changed_ns, paths = self._waiters.get(topic, (None, []))
-        self._waiters[topic] = (changed_ns, [p for p in paths if p != path])
+        scanned_at, paths = self._waiters.get(topic, (0.0, []))
+        self._waiters[topic] = (scanned_at, [p for p in paths if p != path])
 
     def _socket(self) -> socket.socket:
         if self._sender is None:
@@ -181,7 +151,6 @@ class Wakeups:
         """Remove this process's sockets (at exit)."""
         if self._pid != os.getpid():
             return
-        self._close_directory_fd()
         for path in self._paths:
             try:
                 os.unlink(path)
