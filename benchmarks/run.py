@@ -23,7 +23,8 @@ round, until the time budget would be exceeded (at least one round). Per system,
 worker stopped:
 
 * group, chord and map enqueue of G ``add(i, i)`` (chord body ``xsum``), enqueue time only;
-* enqueue from P producer processes at once (N/P each, started together): tasks/s, errors;
+* enqueue from P producer processes at once (N/P each, started together, each after one
+  unmeasured enqueue that opens its connection): tasks/s, errors;
 * per worker pool (1 thread, 4 threads, 2 processes): N ``add.delay(i, i)`` from this process
   (the 1-producer enqueue figure), then a worker on that backlog: tasks/s from its ready line
   to the last result; start-up (process start to ready line) apart.
