@@ -5,6 +5,7 @@ import sqlite3
 import stat
 import threading
 import time
+import types
 
 import pytest
 from freezegun import freeze_time
@@ -234,6 +235,25 @@ def test_purge_expired_deletes_in_chunks(storage):
         frozen.tick(storage.result_expires + 1)
         assert storage.purge_expired(chunk=2) == 5
         assert storage.result_store_size() == 0
+
+
+def test_purge_expired_lets_other_writers_in_between_chunks(storage, monkeypatch):
+    from hueyapp.storage import sqlite as sqlite_storage
+    other = sqlite3.connect(storage.filename, isolation_level=None, timeout=0)
+    let_in = []
+
+    def pause(seconds: float) -> None:  # a writer that finds the lock taken fails at once
+        other.execute("insert into hueyapp_kv (key, value) values (?, x'00')", (f'w{len(let_in)}',))
+        let_in.append(seconds)
+
+    with freeze_time(T0) as frozen:
+        for i in range(6):
+            storage.put_data(f'r{i}', b'v', is_result=True)
+        frozen.tick(storage.result_expires + 1)
+        monkeypatch.setattr(sqlite_storage, 'time', types.SimpleNamespace(time=time.time, sleep=pause))
+        assert storage.purge_expired(chunk=2) == 6
+    assert let_in == [sqlite_storage.PURGE_PAUSE] * 2
+    other.close()
 
 
 def test_compact_copies_the_wal_before_it_blocks_writers_to_empty_it(storage):

