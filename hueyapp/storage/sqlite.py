@@ -39,6 +39,7 @@ from hueyapp.storage.sqlite_db import SqliteDatabase, database_for
 
 PURGE_PAUSE = 0.001  # seconds between two chunks of a purge: other writers' turn (purge_expired)
 
+
 class LeaseBatch:
     """The deliveries one lease statement handed out, and room for what their first taker
     works out for all of them at once (the delivery layer reads their outcomes ahead)."""
