@@ -141,6 +141,7 @@ def test_a_write_waiting_on_the_sweep_of_its_own_process_looks_again_every_few_m
             wait_until(lambda: len(sleeps) >= 8, 10, 'the writer to sleep 8 times')
         finally:
             sweep.execute('commit')
+            sweep.close()
             writer.join(10)
     assert not writer.is_alive() and max(sleeps) <= 0.005
     assert database.execute('select x from t') == [('ours',)]
