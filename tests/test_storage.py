@@ -382,7 +382,7 @@ for _ in range(int(sys.argv[2])):
 
 def test_the_wal_starts_over_while_other_processes_keep_writing(tmp_path):
     # With several writers, a passive checkpoint alone seldom lets the WAL start over, and
-    # each commit appends two pages to it: 17 MB here without RESTART, 2.4-4.9 MB with it.
+    # each commit appends two pages to it: 17 MB here without RESTART.
     path = str(tmp_path / 'busy.db')
     watcher = SqliteStorage('q', filename=path)
     watcher.enqueue(b'first')  # this connection stays open, so the WAL file stays for a look
