@@ -66,7 +66,8 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return 'locked' in str(exc) or 'busy' in str(exc)
+    message = str(exc)
+    return 'locked' in message or 'busy' in message
 
 
 class _ThreadState(threading.local):
@@ -205,7 +206,9 @@ class SqliteDatabase:
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
-                busy = exc
+                # Kept with its traceback, it would sit in a reference cycle with this frame:
+                # one for the garbage collector per refused write.
+                busy = exc.with_traceback(None)
             if self._retry_at_once(watch_until, attempt):
                 continue
             if time.monotonic() + pause >= deadline:
