@@ -108,11 +108,11 @@ class SqliteDatabase:
     # so the WAL never started over and grew by every commit, each new block of the file
     # allocated and zeroed: four producers left 200 MB of WAL after 40,000 enqueues. So a
     # RESTART checkpoint follows: it holds the write lock to copy what came meanwhile and
-    # waits up to restart_wait_ms for readers, and the next writer starts over. Measured in
-    # alternating pairs: four producers, 40,000 enqueues, 30.5-33.8k tasks/s together
-    # instead of 26.1-31.3k (41-49 MB of WAL instead of 200, RESTART past twice the limit);
-    # RESTART from the limit on, 10,000 enqueues: median 29.6k instead of 25.9k, and two
-    # process workers drained 6.3-7.0k tasks/s instead of 5.9-6.5k. One producer: the same.
+    # waits up to restart_wait_ms for readers, and the next writer starts over. Measured,
+    # four producers alternating with the code before (5 pairs, a noisy hour): 40,000
+    # enqueues, median 27.0k tasks/s together instead of 22.9k and 23-39 MB of WAL; 10,000,
+    # 23.9k instead of 21.5k. Two process workers drained 6.3-7.0k tasks/s instead of
+    # 5.9-6.5k. One producer: the same.
     restart_wait_ms = 5
     # Each thread has its own connection, and each connection its own page cache (2 MB by
     # default): a copy of what the OS caches anyway. 64 KiB holds the hot pages (b-tree
