@@ -394,4 +394,5 @@ def test_the_wal_starts_over_while_other_processes_keep_writing(tmp_path):
         assert writer.returncode == 0, err[-2000:]
     assert len(watcher.enqueued_items()) == 9001
     wal_bytes = os.path.getsize(f'{path}-wal')
+    watcher.close()
     assert wal_bytes < 8 * 1024 * 1024, wal_bytes
