@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from hueyapp.errors import StorageBusyError
+from hueyapp.storage import sqlite_sql as sql
 from hueyapp.storage.wakeup import Wakeups
 from hueyapp.storage.write_lock import WriteLockProbe
 from hueyapp.storage.writer_gate import WriterGate
@@ -343,7 +344,7 @@ class SqliteDatabase:
             return
         conn = self.connection
         try:
-            conn.execute('pragma wal_checkpoint(passive)').fetchall()
+            conn.execute(sql.CHECKPOINT_PASSIVE).fetchall()
             self._restart_wal(conn)
         except sqlite3.OperationalError:
             pass  # another process is checkpointing: the next commit past the pause tries again
@@ -352,7 +353,7 @@ class SqliteDatabase:
         # RESTART waits in SQLite's busy handler, which this database leaves off elsewhere.
         conn.execute(f'pragma busy_timeout = {self.restart_wait_ms}')
         try:
-            conn.execute('pragma wal_checkpoint(restart)').fetchall()
+            conn.execute(sql.CHECKPOINT_RESTART).fetchall()
         finally:
             conn.execute(f'pragma busy_timeout = {int(self.lock_wait * 1000)}')
 

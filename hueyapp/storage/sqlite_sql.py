@@ -116,7 +116,9 @@ DELETE_ALL_COUNTERS = 'delete from hueyapp_counter'
 
 # -- hygiene -------------------------------------------------------------------------------
 INCREMENTAL_VACUUM = 'pragma incremental_vacuum'
-# PASSIVE copies the WAL into the file while writers go on; TRUNCATE then holds the write lock
-# only to copy what came meanwhile and to empty the WAL file.
+# PASSIVE copies the WAL into the file while writers go on; RESTART (after each paced
+# checkpoint) and TRUNCATE (the sweep's) then hold the write lock only to copy what came
+# meanwhile, and let the WAL start over; TRUNCATE also empties the file.
 CHECKPOINT_PASSIVE = 'pragma wal_checkpoint(passive)'
+CHECKPOINT_RESTART = 'pragma wal_checkpoint(restart)'
 CHECKPOINT = 'pragma wal_checkpoint(truncate)'
