@@ -23,8 +23,8 @@ round, until the time budget would be exceeded (at least one round). Per system,
 worker stopped:
 
 * group, chord and map enqueue of G ``add(i, i)`` (chord body ``xsum``), enqueue time only;
-* enqueue from P producer processes at once (N/P each, started together, each after one
-  unmeasured enqueue that opens its connection): tasks/s, errors;
+* enqueue from P producer processes at once for S seconds (started together, each after one
+  unmeasured enqueue that opens its connection): tasks/s of all of them, errors;
 * per worker pool (1 thread, 4 threads, 2 processes): N ``add.delay(i, i)`` from this process
   (the 1-producer enqueue figure), then a worker on that backlog: tasks/s from its ready line
   to the last result; start-up (process start to ready line) apart.
@@ -32,7 +32,7 @@ worker stopped:
 Then, with every worker (1 thread) up: round trips ``add(1, 1)`` + wait, each after a random
 0.2-2 s idle gap; then a long idle of every worker at once (CPU % and RSS over it) and one
 more round trip each. Every wait is bounded (15 s for a start or a result, ``--deadline`` for
-a drain or the producers; cut-off figures are marked ``*``). Prints medians over rounds
+a drain; cut-off figures are marked ``*``). Prints medians over rounds
 (round trips: percentiles over all calls) and ratios system / hueyapp.
 """
 from __future__ import annotations
@@ -61,13 +61,14 @@ REDIS_START = ['redis-server', '--daemonize', 'yes', '--bind', '127.0.0.1', '--p
 # name: (default, --quick default, help)
 SIZES = {
     'budget': (600.0, 45.0, 'seconds; no new round starts that would not fit'),
-    'tasks': (10000, 400, 'N: tasks of each enqueue, of the producers together and of each drain'),
+    'tasks': (10000, 400, 'N: tasks of each 1-producer enqueue and of each drain'),
     'group': (10000, 1000, 'G: size of the group, the chord and the map'),
     'producers': (4, 4, 'P: producer processes enqueuing at once'),
+    'producer_seconds': (1.0, 0.3, 'seconds the P producers enqueue at once'),
     'calls': (5, 2, 'round trips per system per round after 0.2-2 s idle gaps'),
     'long_idle': (30.0, 3.0, 'seconds every worker idles at once before one more round trip; '
                              'idle CPU and RSS are measured over it'),
-    'deadline': (20.0, 3.0, 'seconds a drain or the producers may take before being cut off'),
+    'deadline': (20.0, 3.0, 'seconds a drain may take before being cut off'),
 }
 
 
@@ -94,8 +95,8 @@ def parse_args() -> argparse.Namespace:
     args.sqlite_venv = args.sqlite_venv.absolute()  # workers start in the repo's root
     if not (args.sqlite_venv / 'bin' / 'huey_consumer').exists():
         parser.error(f'--sqlite-venv {args.sqlite_venv} has no bin/huey_consumer')
-    if args.long_idle <= 0 or args.producers < 1 or args.tasks < args.producers:
-        parser.error('--long-idle must be positive, and --tasks at least --producers >= 1')
+    if args.long_idle <= 0 or args.producer_seconds <= 0 or args.producers < 1:
+        parser.error('--long-idle and --producer-seconds must be positive, --producers at least 1')
     return args
 
 
