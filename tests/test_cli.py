@@ -228,8 +228,8 @@ def test_python_api_list_inspect_replay_purge(db):
     assert [task.id for task in huey.pending()] == [readable_id]
     assert letter_ids(db) == [corrupt, other]
     assert deadletters.replay([corrupt]) == 1
-    assert bytes(query(db, 'select data from task order by id desc limit 1')[0][0]) == b'corrupt!'
-    assert query(db, 'select deliveries, lease_owner from task') == [(0, None), (0, None)]
+    assert bytes(query(db, 'select data from hueyapp_inbox order by rowid desc limit 1')[0][0]) == b'corrupt!'
+    assert query(db, 'select count(*) from hueyapp_inbox') == [(2,)]   # new rows: no lease, no delivery yet
     assert letter_ids(db) == [other]
 
     # Purge by id, then all; then replay_all of what is buried next.

@@ -185,7 +185,7 @@ def test_a_payload_over_max_payload_raises_and_enqueues_nothing(db, settings_res
         group(size.s(b'small'), size.s(b'x' * 5000)).apply_async()
     with pytest.raises(PayloadTooLarge):
         chain(size.s(b'small'), add.s(b'x' * 5000)).apply_async()
-    assert query(db, 'select count(*) from task') == [(1,)]       # only the small call
+    assert query(db, 'select count(*) from hueyapp_inbox') == [(1,)]   # only the small call
     assert query(db, 'select count(*) from schedule') == [(0,)]
 
 

@@ -179,7 +179,7 @@ def test_a_signed_result_copied_to_another_task_id_is_rejected(db, signed, consu
 def test_a_replayed_signed_row_does_not_run_twice(db, signed, consumers, tmp_path):
     executions = tmp_path / 'executions'
     first = record.delay(str(executions), 'run')
-    (row,), = query(db, 'select data from task')          # the signed row, copied before it runs
+    (row,), = query(db, 'select data from hueyapp_inbox')  # the signed row, copied before it runs
     consumer = consumers(WORKER, env=SIGNED_ENV)
     assert first.get(timeout=10) == 1
 
@@ -196,7 +196,7 @@ def test_a_replayed_signed_row_does_not_run_twice_after_its_result_was_forgotten
     # `forget()` deletes the outcome the replay check relies on; the row is still young.
     executions = tmp_path / 'executions'
     first = record.delay(str(executions), 'run')
-    (row,), = query(db, 'select data from task')
+    (row,), = query(db, 'select data from hueyapp_inbox')
     consumers(WORKER, env=SIGNED_ENV)
     assert first.get(timeout=10) == 1
     first.forget()

@@ -15,6 +15,7 @@ from huey.constants import EmptyData
 from huey.exceptions import TaskLockedException
 
 from hueyapp.storage import SqliteStorage
+from hueyapp.storage import sqlite as sqlite_storage
 from hueyapp.storage.sqlite_db import SqliteDatabase
 from hueyapp.tasks import add, hipri, huey
 
@@ -220,6 +221,74 @@ def test_dequeue_highest_priority_then_fifo(storage):
     assert [bytes(storage.dequeue()) for _ in range(3)] == [b'b', b'a', b'c']
 
 
+# -- the inbox: producers append to a table without an index; a lease moves it into task --
+def rows(db, query: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(query).fetchall()
+
+
+def test_an_enqueue_lands_in_the_inbox_and_the_next_lease_moves_every_queue_in_order(db, storage):
+    storage.enqueue_many([('default', b'a', 0), ('hipri', b'h', 0)])
+    storage.enqueue(b'b', 0)
+    assert rows(db, 'select count(*) from hueyapp_inbox') == [(3,)]
+    assert rows(db, 'select count(*) from task') == [(0,)]
+    assert rows(db, "select name from sqlite_master where tbl_name = 'hueyapp_inbox'") == [('hueyapp_inbox',)]
+
+    assert storage.lease().data == b'a'
+    assert rows(db, 'select count(*) from hueyapp_inbox') == [(0,)]
+    assert rows(db, 'select queue, data, lease_owner is not null from task order by id') == [
+        ('default', b'a', 1), ('hipri', b'h', 0), ('default', b'b', 0)]   # the enqueues' order
+
+
+def test_a_queue_is_read_across_the_inbox_and_the_task_table_in_lease_order(db, storage):
+    storage.enqueue_many([('default', b'a', 0), ('default', b'b', 1), ('default', b'x', 3)])
+    assert storage.lease().data == b'x'                     # a and b now wait in task
+    storage.enqueue_many([('default', b'c', 2), ('default', b'd', 0), ('hipri', b'h', 9)])
+    assert storage.queue_size() == 4
+    assert storage.enqueued_items() == [b'c', b'b', b'a', b'd']
+    assert [storage.lease().data for _ in range(4)] == [b'c', b'b', b'a', b'd']
+
+
+def test_flush_queue_empties_the_queue_in_both_tables_and_leaves_the_others(db, storage):
+    storage.enqueue_many([('default', b'a', 0), ('hipri', b'h', 0)])
+    storage.lease()                                          # a leased, h folded into task
+    storage.enqueue_many([('default', b'b', 0), ('hipri', b'i', 0)])
+    storage.flush_queue()
+    assert rows(db, "select count(*) from task where queue = 'default'") == [(0,)]
+    assert storage.queue_size() == 0
+    assert hipri.storage.enqueued_items() == [b'h', b'i']
+
+
+def test_a_lease_moves_other_queues_rows_and_their_consumer_finds_them(db, storage, monkeypatch):
+    hipri.storage.enqueue(b'h', 0)
+    monkeypatch.setattr(storage, 'read_timeout', 0.05)
+    assert storage.lease() is None                           # nothing for default...
+    assert rows(db, 'select queue, data from task') == [('hipri', b'h')]   # ...but it moved h
+    assert hipri.storage.lease().data == b'h'
+
+
+def test_a_lease_skips_the_empty_inbox_for_a_while_unless_its_batch_falls_short(db, storage, monkeypatch):
+    monkeypatch.setattr(sqlite_storage, 'INBOX_QUIET', 60.0)
+    storage.enqueue_many([('default', b'a', 0), ('default', b'b', 0), ('default', b'c', 0)])
+    assert storage.lease().data == b'a'                     # moved the inbox, leased a
+    assert storage.lease().data == b'b'                     # found the inbox empty: quiet now
+    storage.enqueue(b'urgent', 9)
+    assert storage.lease().data == b'c'                     # a whole batch from task: not seen yet
+    assert storage.lease().data == b'urgent'                # task fell short: looked at once
+    storage.enqueue_many([('default', b'd', 0), ('default', b'e', 0)])
+    assert storage.lease().data == b'd'
+    storage.enqueue(b'urgent again', 9)
+    monkeypatch.setattr(storage, '_inbox_quiet_until', 0.0)  # INBOX_QUIET has passed
+    assert storage.lease().data == b'urgent again'
+
+
+def test_a_lease_that_empties_a_large_inbox_gives_its_pages_back(db, storage):
+    storage.enqueue_many([('default', os.urandom(300), 0) for _ in range(3000)])
+    storage.lease()
+    assert rows(db, 'select count(*) from hueyapp_inbox') == [(0,)]
+    assert rows(db, 'pragma freelist_count') == [(0,)]       # ~450 pages without the vacuum
+
+
 def test_purge_expired_keeps_live_and_permanent_keys(db, storage):
     with freeze_time(T0) as frozen:
         storage.put_if_empty('lock', b'v', ttl=5)
@@ -370,6 +439,7 @@ def test_a_consumer_prefetches_the_multiplier_per_worker_thread(db, options, pre
 WAL_WRITER = r'''
 import sys
 from hueyapp.storage import SqliteStorage
+from hueyapp.storage import sqlite as sqlite_storage
 from hueyapp.storage.sqlite_db import SqliteDatabase
 
 SqliteDatabase.checkpoint_bytes = 256 * 1024  # 128 pages of 2 KiB

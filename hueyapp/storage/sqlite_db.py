@@ -373,6 +373,14 @@ class SqliteDatabase:
         else:
             callback()
 
+    def give_back_free_pages(self) -> None:
+        """Move the file's free pages to its end and cut them off (``incremental_vacuum``),
+        unless this thread has work open: ``executescript`` would commit it."""
+        if self._joins_open_work():
+            return
+        # executescript steps the pragma to the end; a plain execute frees one page.
+        self.retry(lambda: self.connection.executescript(sql.INCREMENTAL_VACUUM))
+
     @contextmanager
     def maintenance(self) -> Iterator[None]:
         """Mark the long writes of the consumer's sweep, so that this process's other

@@ -2,6 +2,10 @@
 
 Tables:
 
+* ``hueyapp_inbox``: where producers append new tasks. It has no index, so an enqueue writes
+  one b-tree page, not a row page and an index page, and holds the write lock for less time.
+  A consumer moves its rows into ``task`` (FOLD_INBOX) in the transaction of its next lease;
+  the readers of a queue (its size, its items) look at both tables.
 * ``task``: the queues. Huey's own table (same name and columns, so Huey's queue methods
   work on it) plus a lease: ``lease_owner``/``lease_expires`` while a worker runs the task,
   and ``deliveries``, how many times it was handed out. A row is deleted (acknowledged) only
@@ -27,6 +31,9 @@ ADD_TASK_COLUMNS = {
     'lease_expires': 'alter table task add column lease_expires real',
     'deliveries': 'alter table task add column deliveries integer not null default 0',
 }
+CREATE_INBOX = (
+    'create table if not exists hueyapp_inbox ('
+    'queue text not null, data blob not null, priority real not null default 0.0)')
 # WITHOUT ROWID: the key is the table's only b-tree, so storing a result (and the done mark
 # beside it) rewrites one page, not a row page plus a key-index page. Files made by hueyapp
 # 0.1 keep their rowid table; every statement below works on both.
@@ -46,9 +53,21 @@ CREATE_DEAD_LETTERS = (
     'buried_at real not null)')
 
 # -- queue ---------------------------------------------------------------------------------
-ENQUEUE = 'insert into task (queue, data, priority) values (?, ?, ?)'
+# Measured, one producer of add.delay(): 54k tasks/s into the inbox against 42k into ``task``;
+# four producers at once 72k against 49k.
+ENQUEUE = 'insert into hueyapp_inbox (queue, data, priority) values (?, ?, ?)'
+INBOX_HAS_ROWS = 'select exists (select 1 from hueyapp_inbox)'
+# In the inbox's order (rowid), so ``task.id`` keeps the order of the enqueues; then empty it
+# (a DELETE without WHERE drops its pages at once). Both in one transaction with the lease.
+FOLD_INBOX = (
+    'insert into task (queue, data, priority) '
+    'select queue, data, priority from hueyapp_inbox order by rowid')
+EMPTY_INBOX = 'delete from hueyapp_inbox'
 FREE = '(lease_expires is null or lease_expires <= :now)'
-ANY_FREE_TASK = f'select 1 from task where queue = :queue and {FREE} limit 1'
+# Rows of any queue in the inbox count: the lease moves them all, then leases its own.
+ANY_FREE_TASK = (
+    'select exists (select 1 from hueyapp_inbox) '
+    f'or exists (select 1 from task where queue = :queue and {FREE})')
 # Up to :count tasks in one statement; RETURNING has no order, the caller sorts by priority, id.
 LEASE = (
     'update task set lease_owner = :owner, lease_expires = :now + :lease, '
@@ -62,8 +81,17 @@ ACK = 'delete from task where id = :id and lease_owner = :owner'
 RELEASE = (
     'update task set lease_owner = null, lease_expires = null, '
     'deliveries = max(deliveries - 1, 0) where id = :id and lease_owner = :owner')
-FREE_COUNT = f'select count(*) from task where queue = :queue and {FREE}'
-FREE_ITEMS = f'select data from task where queue = :queue and {FREE} order by priority desc, id'
+FREE_COUNT = (
+    f'select (select count(*) from task where queue = :queue and {FREE}) '
+    '+ (select count(*) from hueyapp_inbox where queue = :queue)')
+# The order a lease would take them in: priority, then ``task`` rows before the inbox's.
+FREE_ITEMS = (
+    f'select data from (select data, priority, 0 as folded, id as seq from task '
+    f'where queue = :queue and {FREE} '
+    'union all select data, priority, 1, rowid from hueyapp_inbox where queue = :queue) '
+    'order by priority desc, folded, seq')
+FLUSH_QUEUE = 'delete from task where queue = :queue'
+FLUSH_INBOX = 'delete from hueyapp_inbox where queue = :queue'
 
 # -- dead letters --------------------------------------------------------------------------
 BURY = (
@@ -80,7 +108,7 @@ DEAD_LETTER = (
     'select id, queue, reason, deliveries, buried_at, data, priority '
     'from hueyapp_dead_letter where id = :id')
 REPLAY = (
-    'insert into task (queue, data, priority) '
+    'insert into hueyapp_inbox (queue, data, priority) '
     'select queue, data, priority from hueyapp_dead_letter where id = :id')
 DELETE_DEAD_LETTER = 'delete from hueyapp_dead_letter where id = :id'
 DELETE_ALL_DEAD_LETTERS = 'delete from hueyapp_dead_letter'
@@ -116,6 +144,7 @@ DELETE_ALL_COUNTERS = 'delete from hueyapp_counter'
 
 # -- hygiene -------------------------------------------------------------------------------
 INCREMENTAL_VACUUM = 'pragma incremental_vacuum'
+FREE_PAGES = 'pragma freelist_count'
 # PASSIVE copies the WAL into the file while writers go on; RESTART (after each paced
 # checkpoint) and TRUNCATE (the sweep's) then hold the write lock only to copy what came
 # meanwhile, and let the WAL start over; TRUNCATE also empties the file.
