@@ -15,7 +15,6 @@ from huey.constants import EmptyData
 from huey.exceptions import TaskLockedException
 
 from hueyapp.storage import SqliteStorage
-from hueyapp.storage import sqlite as sqlite_storage
 from hueyapp.storage.sqlite_db import SqliteDatabase
 from hueyapp.tasks import add, hipri, huey
 
@@ -265,21 +264,6 @@ def test_a_lease_moves_other_queues_rows_and_their_consumer_finds_them(db, stora
     assert storage.lease() is None                           # nothing for default...
     assert rows(db, 'select queue, data from task') == [('hipri', b'h')]   # ...but it moved h
     assert hipri.storage.lease().data == b'h'
-
-
-def test_a_lease_skips_the_empty_inbox_for_a_while_unless_its_batch_falls_short(db, storage, monkeypatch):
-    monkeypatch.setattr(sqlite_storage, 'INBOX_QUIET', 60.0)
-    storage.enqueue_many([('default', b'a', 0), ('default', b'b', 0), ('default', b'c', 0)])
-    assert storage.lease().data == b'a'                     # moved the inbox, leased a
-    assert storage.lease().data == b'b'                     # found the inbox empty: quiet now
-    storage.enqueue(b'urgent', 9)
-    assert storage.lease().data == b'c'                     # a whole batch from task: not seen yet
-    assert storage.lease().data == b'urgent'                # task fell short: looked at once
-    storage.enqueue_many([('default', b'd', 0), ('default', b'e', 0)])
-    assert storage.lease().data == b'd'
-    storage.enqueue(b'urgent again', 9)
-    monkeypatch.setattr(storage, '_inbox_quiet_until', 0.0)  # INBOX_QUIET has passed
-    assert storage.lease().data == b'urgent again'
 
 
 def test_a_lease_that_empties_a_large_inbox_gives_its_pages_back(db, storage):

@@ -45,10 +45,6 @@ from hueyapp.storage.sqlite_db import SqliteDatabase, database_for
 # of the same process writing all along: 10-20 of its writes went through, the slowest
 # waiting 34-66 ms; with the pause and SqliteDatabase.maintenance(), 34-86 and 9-55 ms.
 PURGE_PAUSE = 0.001
-# Seconds a lease trusts that the inbox is still empty once it found it so, while a backlog
-# in ``task`` fills whole batches: a new task of higher priority waits up to this long to be
-# seen. Looking before every lease cost two process workers 4% of their drain (one read each).
-INBOX_QUIET = 0.005
 # Free pages (2 KiB each) past which a lease that emptied the inbox gives them back at once:
 # results written into the pages the inbox left behind made two process workers drain 10,000
 # tasks 4% slower; giving 628 pages back took 2.7 ms.
@@ -93,7 +89,6 @@ class SqliteStorage(HueySqliteStorage):
     blocking = True
     prefetch = 1  # tasks leased per statement; a consumer raises it (HUEYAPP_PREFETCH_MULTIPLIER)
     _backlog = False
-    _inbox_quiet_until = 0.0  # time.monotonic() until which a lease does not look at the inbox first
 
     ddl = [sql.AUTO_VACUUM, HueySqliteStorage.table_sched, HueySqliteStorage.index_sched,
            sql.CREATE_TASKS, HueySqliteStorage.index_task, sql.CREATE_INBOX, sql.CREATE_KEYS,
@@ -204,16 +199,10 @@ class SqliteStorage(HueySqliteStorage):
         owner = uuid.uuid4().hex
         params = {'queue': self.name, 'now': time.time(), 'owner': owner,
                   'lease': self.lease_seconds, 'count': self.prefetch}
-        rows: list[tuple] = []
-        leased_from_task = time.monotonic() < self._inbox_quiet_until
-        if leased_from_task:
-            # The inbox was empty a moment ago: lease from ``task`` in one statement, and
-            # look at the inbox only if that falls short.
+        if self.sql(sql.INBOX_HAS_ROWS, results=True)[0][0]:
+            rows = self._fold_inbox_and_lease(params)
+        else:  # while draining a backlog: one statement, no BEGIN/COMMIT round trips
             rows = self.sql(sql.LEASE, params, commit=True, results=True)
-            params['count'] -= len(rows)
-        if params['count']:
-            rows += self._fold_inbox_and_lease(params, leased_from_task)
-        rows.sort(key=lambda row: (-row[3], row[0]))  # priority first, then FIFO
         rows.sort(key=lambda row: (-row[3], row[0]))  # priority first, then FIFO
         self._backlog = len(rows) == self.prefetch  # a hint, shared by the worker threads
         batch = LeaseBatch()
@@ -221,22 +210,17 @@ class SqliteStorage(HueySqliteStorage):
                             for row_id, data, deliveries, _ in rows]
         return batch.deliveries
 
-    def _fold_inbox_and_lease(self, params: dict, leased_from_task: bool) -> list[tuple]:
-        """Move the inbox into ``task`` and lease, in one transaction. If the inbox is empty,
-        leave it alone for ``INBOX_QUIET`` seconds, and lease unless that was just done."""
-        if self.sql(sql.INBOX_HAS_ROWS, results=True)[0][0]:
-            with self.database.transaction() as cursor:
-                cursor.execute(sql.FOLD_INBOX)
-                cursor.execute(sql.EMPTY_INBOX)
-                rows = cursor.execute(sql.LEASE, params).fetchall()
-                free_pages = cursor.execute(sql.FREE_PAGES).fetchone()[0]
-            if free_pages >= VACUUM_AFTER_FOLD:
-                self.database.give_back_free_pages()
-            return rows
-        self._inbox_quiet_until = time.monotonic() + INBOX_QUIET
-        if leased_from_task:
-            return []
-        return self.sql(sql.LEASE, params, commit=True, results=True)
+    def _fold_inbox_and_lease(self, params: dict) -> list[tuple]:
+        """Move the inbox into ``task`` and lease, in one transaction; then give the inbox's
+        pages back if they are many (see ``VACUUM_AFTER_FOLD``)."""
+        with self.database.transaction() as cursor:
+            cursor.execute(sql.FOLD_INBOX)
+            cursor.execute(sql.EMPTY_INBOX)
+            rows = cursor.execute(sql.LEASE, params).fetchall()
+            free_pages = cursor.execute(sql.FREE_PAGES).fetchone()[0]
+        if free_pages >= VACUUM_AFTER_FOLD:
+            self.database.give_back_free_pages()
+        return rows
 
     def wait_result(self, key: str, timeout: float | None = None, backoff: float = 1.15,
                     max_delay: float = 1.0) -> bool:
