@@ -7,7 +7,8 @@ the file is compacted, at most every ``sweep_interval`` seconds. Extends
 tasks per worker thread at a time (one statement instead of one each); when it stops
 (SIGINT, SIGTERM, or a worker recycled), tasks it still holds go back on the queue at once
 instead of waiting for their lease to lapse. Process workers queue their writes on the file's
-writer gate (:mod:`hueyapp.storage.writer_gate`).
+writer gate (:mod:`hueyapp.storage.writer_gate`). WAL checkpoints run in a thread of their own
+(:mod:`hueyapp.storage.checkpointer`).
 """
 from __future__ import annotations
 
@@ -61,8 +62,11 @@ class Consumer(HueyConsumer):
         # Each forked worker process is one worker; threads and greenlets share a process.
         per_process = 1 if worker_type == 'process' else workers
         huey.storage.prefetch = huey.app.settings.prefetch_multiplier * per_process
-        if worker_type == 'process':
-            huey.storage.database.queue_writers()
+        database = getattr(huey.storage, 'database', None)  # hueyapp's SQLite storage
+        if database is not None:
+            database.checkpoint_in_background()
+            if worker_type == 'process':
+                database.queue_writers()
 
     def run(self) -> None:
         try:

@@ -383,6 +383,31 @@ def test_the_wal_is_checkpointed_once_past_its_limit_at_most_once_per_pause(tmp_
     assert len(storage.enqueued_items()) == 103
 
 
+def test_a_consumer_checkpoints_in_a_thread_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(SqliteDatabase, 'checkpoint_bytes', 64 * 1024)  # 32 pages of 2 KiB
+    monkeypatch.setattr(SqliteDatabase, 'checkpoint_pause', 0.0)
+    storage = SqliteStorage('q', filename=str(tmp_path / 'background.db'))
+    database = storage.database
+    ran_in = []
+    checkpoint = database.checkpoint
+    monkeypatch.setattr(database, 'checkpoint', lambda: (ran_in.append(threading.current_thread().name),
+                                                         checkpoint()))
+    storage.enqueue(b'first')
+    database.checkpoint_in_background()
+    for _ in range(100):
+        storage.enqueue(b'x' * 500)
+    deadline = time.monotonic() + 10
+    for _ in range(1000):  # bounded by the deadline too
+        if ran_in and database.write_lock.wal_frames() < database.checkpoint_frames:
+            break
+        if time.monotonic() > deadline:
+            break
+        storage.enqueue(b'y')  # a commit after the checkpoint starts the WAL over
+        time.sleep(0.01)
+    assert ran_in and set(ran_in) == {'hueyapp-checkpointer'}
+    assert database.write_lock.wal_frames() < database.checkpoint_frames
+
+
 def leased_rows(db) -> int:
     with sqlite3.connect(db) as conn:
         return conn.execute('select count(*) from task where lease_owner is not null').fetchone()[0]
@@ -418,6 +443,7 @@ def test_reserved_tasks_released_go_back_and_are_not_handed_out_from_the_reserve
 def test_a_consumer_prefetches_the_multiplier_per_worker_thread(db, options, prefetch):
     huey.create_consumer(**options)
     assert huey.storage.prefetch == prefetch
+    assert huey.storage.database.background_checkpoints
 
 
 WAL_WRITER = r'''

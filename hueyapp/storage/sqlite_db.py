@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 from hueyapp.errors import StorageBusyError
 from hueyapp.storage import sqlite_sql as sql
+from hueyapp.storage.checkpointer import Checkpointer
 from hueyapp.storage.wakeup import Wakeups
 from hueyapp.storage.write_lock import WriteLockProbe
 from hueyapp.storage.writer_gate import WriterGate
@@ -55,6 +56,8 @@ def _forget_after_fork() -> None:
     _databases_lock = threading.Lock()
     for database in _databases.values():
         database._local = _ThreadState()
+        database._checkpointer = None  # its thread stayed in the parent
+        database._checkpointer_lock = threading.Lock()
         if database.gate is not None:
             database.gate.forget_after_fork()
         if database.wakeups is not None:
@@ -138,6 +141,9 @@ class SqliteDatabase:
         self.paces_checkpoints = self.write_lock is not None and self.write_lock.supported
         self.checkpoint_frames = 0  # checkpoint_bytes in pages, known once connected
         self._next_checkpoint = 0.0  # time.monotonic() before which none is tried
+        self.background_checkpoints = False  # see checkpoint_in_background()
+        self._checkpointer: Checkpointer | None = None  # started at the first checkpoint due
+        self._checkpointer_lock = threading.Lock()
         self.maintaining = False  # this process's sweep is writing (see maintenance())
 
     def queue_writers(self) -> None:
@@ -153,6 +159,14 @@ class SqliteDatabase:
         """
         if not self.uri and self.gate is None:
             self.gate = WriterGate(f'{self.target}-writer')
+
+    def checkpoint_in_background(self) -> None:
+        """From now on the paced checkpoints run in a thread of their own (consumers; see
+        :mod:`hueyapp.storage.checkpointer`). Measured, one-thread drains of 10,000 tasks in
+        4 alternating pairs: median 9,480 instead of 9,237 tasks/s. Producers keep them
+        inline: for four producers at once a thread made no difference that showed through
+        the noise, and a web process should not gain a thread for it."""
+        self.background_checkpoints = True
 
     # -- connections ------------------------------------------------------------------
     @property
@@ -342,6 +356,19 @@ class SqliteDatabase:
         self._next_checkpoint = now + self.checkpoint_pause
         if self.write_lock.wal_frames() < self.checkpoint_frames:
             return
+        if self.background_checkpoints:
+            self._background_checkpointer().request()
+        else:
+            self.checkpoint()
+
+    def _background_checkpointer(self) -> Checkpointer:
+        with self._checkpointer_lock:
+            if self._checkpointer is None:
+                self._checkpointer = Checkpointer(self.checkpoint)
+            return self._checkpointer
+
+    def checkpoint(self) -> None:
+        """PASSIVE, then RESTART (see ``restart_wait_ms``); skipped if another process is at it."""
         conn = self.connection
         try:
             conn.execute(sql.CHECKPOINT_PASSIVE).fetchall()
