@@ -3,8 +3,8 @@
 A checkpoint copies the WAL into the file and waits for two ``fdatasync``: measured in a
 one-thread drain of 10,000 tasks, five checkpoints of 17-21 ms each, about 8% of the drain,
 which the worker thread spent waiting instead of running tasks. Run here, the worker goes on
-while the copy proceeds (SQLite releases the GIL meanwhile) and the next commits do not wait:
-a PASSIVE checkpoint never blocks writers.
+while the copy proceeds (SQLite releases the GIL meanwhile): the PASSIVE part blocks no
+writer, and the RESTART after it holds the write lock only to copy what came meanwhile.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ are used as they are. What changes, and why:
   acknowledges it in the transaction that records its outcome, a keeper thread renews the
   lease while the task runs or waits in the reserve, and a lease that lapses (its worker
   died) hands the task out again; ``bury()`` moves an unrunnable message to the dead letters;
-* a single write (an enqueue, a lease, a lock) is one statement that commits by itself;
+* a single write (an enqueue, a lease from ``task``, a lock) is one statement that commits
+  by itself;
 * ``enqueue()`` appends to an inbox table without an index, and the next ``lease()`` moves
   the inbox into ``task`` in its own transaction (see :mod:`hueyapp.storage.sqlite_sql`):
   producers hold the write lock for less time;
