@@ -184,9 +184,12 @@ class SqliteStorage(HueySqliteStorage):
         for _ in range(1000):  # each round waits, or ends the call: bounded by read_timeout
             # A cheap read first, so polling an empty queue never takes the write lock;
             # a producer's wake-up (or a backlog) says there is work, and skips it.
-            if woken or self.sql(sql.ANY_FREE_TASK, {'queue': self.name, 'now': time.time()},
-                                 results=True)[0][0]:
-                deliveries = self._lease_batch()
+            inbox_has_rows = None  # unknown: the lease reads it
+            if not woken:
+                (inbox_has_rows, free_task), = self.sql(
+                    sql.ANY_WORK, {'queue': self.name, 'now': time.time()}, results=True)
+            if woken or inbox_has_rows or free_task:
+                deliveries = self._lease_batch(inbox_has_rows)
                 if deliveries:
                     self.leases.hold(deliveries[0], reserve=deliveries[1:])
                     return deliveries[0]
@@ -196,11 +199,13 @@ class SqliteStorage(HueySqliteStorage):
             woken = self._wait(topic, min(remaining, self.poll_interval))
         return None
 
-    def _lease_batch(self) -> list[Delivery]:
+    def _lease_batch(self, inbox_has_rows: bool | None = None) -> list[Delivery]:
         owner = uuid.uuid4().hex
         params = {'queue': self.name, 'now': time.time(), 'owner': owner,
                   'lease': self.lease_seconds, 'count': self.prefetch}
-        if self.sql(sql.INBOX_HAS_ROWS, results=True)[0][0]:
+        if inbox_has_rows is None:
+            inbox_has_rows = self.sql(sql.INBOX_HAS_ROWS, results=True)[0][0]
+        if inbox_has_rows:
             rows = self._fold_inbox_and_lease(params)
         else:  # while draining a backlog: one statement, no BEGIN/COMMIT round trips
             rows = self.sql(sql.LEASE, params, commit=True, results=True)
