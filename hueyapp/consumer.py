@@ -6,8 +6,7 @@ the file is compacted, at most every ``sweep_interval`` seconds. Extends
 :class:`huey.consumer.Consumer`: each worker process leases ``HUEYAPP_PREFETCH_MULTIPLIER``
 tasks per worker thread at a time (one statement instead of one each); when it stops
 (SIGINT, SIGTERM, or a worker recycled), tasks it still holds go back on the queue at once
-instead of waiting for their lease to lapse. Process workers queue their writes on the file's
-writer gate (:mod:`hueyapp.storage.writer_gate`). WAL checkpoints run in a thread of their own
+instead of waiting for their lease to lapse. WAL checkpoints run in a thread of their own
 (:mod:`hueyapp.storage.checkpointer`).
 """
 from __future__ import annotations
@@ -65,8 +64,6 @@ class Consumer(HueyConsumer):
         database = getattr(huey.storage, 'database', None)  # hueyapp's SQLite storage
         if database is not None:
             database.checkpoint_in_background()
-            if worker_type == 'process':
-                database.queue_writers()
 
     def run(self) -> None:
         try:

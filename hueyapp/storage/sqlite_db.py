@@ -25,7 +25,6 @@ from hueyapp.storage import sqlite_sql as sql
 from hueyapp.storage.checkpointer import Checkpointer
 from hueyapp.storage.wakeup import Wakeups
 from hueyapp.storage.write_lock import WriteLockProbe
-from hueyapp.storage.writer_gate import WriterGate
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
 if TYPE_CHECKING:
@@ -50,16 +49,14 @@ def database_for(target: str, uri: bool, busy_timeout: float,
 
 
 def _forget_after_fork() -> None:
-    # A forked process must never use its parent's connections, writer gate hold or wake-up
-    # sockets: start from none.
+    # A forked process must never use its parent's connections or wake-up sockets: start
+    # from none.
     global _databases_lock
     _databases_lock = threading.Lock()
     for database in _databases.values():
         database._local = _ThreadState()
         database._checkpointer = None  # its thread stayed in the parent
         database._checkpointer_lock = threading.Lock()
-        if database.gate is not None:
-            database.gate.forget_after_fork()
         if database.wakeups is not None:
             database.wakeups.forget_after_fork()
         if database.write_lock is not None:
@@ -79,7 +76,6 @@ class _ThreadState(threading.local):
     unit_depth: int = 0        # >0: inside unit_of_work(); writes join one transaction
     suspended: bool = False    # user code runs: its writes commit on their own
     in_transaction: bool = False
-    gated: bool = False        # holds the database's WriterGate
 
     def __init__(self) -> None:
         self.after_commit: list[Callable[[], None]] = []  # run once the open transaction commits
@@ -135,7 +131,6 @@ class SqliteDatabase:
                            if uri and 'mode=memory' in target else None)
         # Only a file has other processes to wake up.
         self.wakeups: Wakeups | None = None if uri else Wakeups(target)
-        self.gate: WriterGate | None = None  # see queue_writers()
         self.write_lock: WriteLockProbe | None = None if uri else WriteLockProbe(target)
         # Pacing needs the WAL's frame count, which the probe reads; elsewhere SQLite paces.
         self.paces_checkpoints = self.write_lock is not None and self.write_lock.supported
@@ -145,20 +140,6 @@ class SqliteDatabase:
         self._checkpointer: Checkpointer | None = None  # started at the first checkpoint due
         self._checkpointer_lock = threading.Lock()
         self.maintaining = False  # this process's sweep is writing (see maintenance())
-
-    def queue_writers(self) -> None:
-        """From now on this process's writes queue on a :class:`WriterGate` (process workers).
-
-        Worker processes write in a tight loop, and with the write lock as their bottleneck
-        SQLite's millisecond busy sleeps idle the cores: measured, two process workers drained
-        35-40% faster through the gate (measured when ``retry()`` still left the waiting to
-        SQLite's busy handler). Elsewhere ``retry()``'s wait is the better one: a lone
-        consumer pays two ``flock`` calls per commit for nothing (measured 8-10% slower), the
-        threads of one process do not queue on it anyway, and a few producer processes
-        enqueuing at once are CPU-bound, not lock-bound (measured 20% slower through it).
-        """
-        if not self.uri and self.gate is None:
-            self.gate = WriterGate(f'{self.target}-writer')
 
     def checkpoint_in_background(self) -> None:
         """From now on the paced checkpoints run in a thread of their own (consumers; see
@@ -277,11 +258,7 @@ class SqliteDatabase:
 
         if self._enter_open_work():
             return run()
-        self._enter_gate()
-        try:
-            outcome = self.retry(run)
-        finally:
-            self._leave_gate()
+        outcome = self.retry(run)
         self._checkpoint_if_due()
         return outcome
 
@@ -322,21 +299,13 @@ class SqliteDatabase:
         self._end('commit')
 
     def _begin(self) -> None:
-        self._enter_gate()
-        try:
-            self.retry(lambda: self.connection.execute('begin immediate'))
-        except BaseException:
-            self._leave_gate()
-            raise
+        self.retry(lambda: self.connection.execute('begin immediate'))
         self._local.in_transaction = True
 
     def _end(self, verb: str) -> None:
         state = self._local
         state.in_transaction = False
-        try:
-            self.connection.execute(verb)
-        finally:
-            self._leave_gate()
+        self.connection.execute(verb)
         callbacks, state.after_commit = state.after_commit, []
         if verb == 'commit':
             for callback in callbacks:
@@ -383,15 +352,6 @@ class SqliteDatabase:
             conn.execute(sql.CHECKPOINT_RESTART).fetchall()
         finally:
             conn.execute(f'pragma busy_timeout = {int(self.lock_wait * 1000)}')
-
-    def _enter_gate(self) -> None:
-        if self.gate is not None:  # None except in process workers: no cost elsewhere
-            self._local.gated = self.gate.acquire()
-
-    def _leave_gate(self) -> None:
-        if self.gate is not None and self._local.gated:
-            self._local.gated = False
-            self.gate.release()
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once what this thread wrote is committed (now, if it is)."""
