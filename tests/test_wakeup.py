@@ -41,6 +41,20 @@ def test_other_topics_do_not_wake(tmp_path):
     wakeups.close()
 
 
+def test_arming_drops_the_wake_ups_sent_before_it(tmp_path):
+    # A get() that finds its result at the first look never waits, so the result's wake-up
+    # stays in its socket; the next get() arms before its first look, and must then sleep
+    # until a new notification, not wake at once for the old one.
+    wakeups = Wakeups(str(tmp_path / 'g.db'))
+    wakeups.arm('results')
+    wakeups.notify('results')
+    assert wakeups.wait('results', 5) is True    # delivered, and waited for: consumed
+    wakeups.notify('results')                     # sent while nobody waits
+    wakeups.arm('results')
+    assert wakeups.wait('results', 0.05) is False
+    wakeups.close()
+
+
 def test_the_socket_of_a_dead_process_is_removed_by_the_next_notifier(tmp_path):
     db = str(tmp_path / 'd.db')
     code = ('import sys; from hueyapp.storage.wakeup import Wakeups; '
