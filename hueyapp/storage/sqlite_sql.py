@@ -66,9 +66,7 @@ EMPTY_INBOX = 'delete from hueyapp_inbox'
 FREE = '(lease_expires is null or lease_expires <= :now)'
 # Whether the inbox has rows (of any queue: the lease moves them all, then leases its own),
 # and whether the queue has a free task; the lease reuses the first instead of reading again.
-ANY_WORK = (
-    'select exists (select 1 from hueyapp_inbox), '
-    f'exists (select 1 from task where queue = :queue and {FREE})')
+ANY_WORK = f'{INBOX_HAS_ROWS}, exists (select 1 from task where queue = :queue and {FREE})'
 # Up to :count tasks in one statement; RETURNING has no order, the caller sorts by priority, id.
 LEASE = (
     'update task set lease_owner = :owner, lease_expires = :now + :lease, '
