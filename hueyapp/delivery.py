@@ -170,9 +170,11 @@ class AtLeastOnce:
         try:
             with self.storage.database.unit_of_work():
                 value = super().execute(task, timestamp)
-                settle = self.storage.release if getattr(task, 'interrupted', False) else self.storage.ack
-                if not settle(delivery):
+                stopping = getattr(task, 'interrupted', False)  # back on the queue, then
+                if not (self.storage.release if stopping else self.storage.ack)(delivery):
                     raise LeaseLost(task.id)
+                if not stopping:
+                    self.storage.lease_ahead()
                 return value
         except LeaseLost:
             # This worker stalled past its lease and another took the task over: its outcome

@@ -74,6 +74,9 @@ LEASE = (
     f'where id in (select id from task where queue = :queue and {FREE} '
     'order by priority desc, id limit :count) '
     'returning id, data, deliveries, priority')
+# The lease a worker takes with a task's outcome (``lease_ahead``): none while the inbox has
+# rows, which the next plain lease moves first, so their priorities are seen.
+LEASE_UNLESS_INBOX = LEASE.replace('where id in', f'where not ({INBOX_HAS_ROWS}) and id in')
 RENEW = 'update task set lease_expires = :expires where id = :id and lease_owner = :owner'
 ACK = 'delete from task where id = :id and lease_owner = :owner'
 # Back on the queue at once (graceful shutdown): the interrupted run does not count.
