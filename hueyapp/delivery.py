@@ -170,7 +170,7 @@ class AtLeastOnce:
         try:
             with self.storage.database.unit_of_work():
                 value = super().execute(task, timestamp)
-                stopping = getattr(task, 'interrupted', False)  # back on the queue, then
+                stopping = getattr(task, 'interrupted', False)  # the task goes back on the queue
                 if not (self.storage.release if stopping else self.storage.ack)(delivery):
                     raise LeaseLost(task.id)
                 if not stopping:
