@@ -227,11 +227,9 @@ class SqliteStorage(HueySqliteStorage):
             rows, _ = self.database.write(sql.LEASE_UNLESS_INBOX, params)
         except sqlite3.Error:  # the outcome matters, not this: the next lease() tries again
             return
-        if not rows:
-            self._backlog = False
-            return
-        deliveries = self._batch_of(rows, params['owner'])
-        self.database.after_commit(lambda: self.leases.hold(reserve=deliveries))
+        deliveries = self._batch_of(rows, params['owner'])  # none: the backlog hint goes off
+        if deliveries:
+            self.database.after_commit(lambda: self.leases.hold(reserve=deliveries))
 
     def _lease_params(self) -> dict:
         return {'queue': self.name, 'now': time.time(), 'owner': uuid.uuid4().hex,
