@@ -6,6 +6,7 @@ Where things live:
 * :mod:`hueyapp.app`      the app: settings, declared queues, ``task`` decorator
 * :mod:`hueyapp.tasks`    the default app's ``huey`` instance, queues and example tasks
 * :mod:`hueyapp.task`     a declared task: ``delay``, ``apply_async``, ``s``, ``si``
+* :mod:`hueyapp.task_options` which task options are accepted (none that would do nothing)
 * :mod:`hueyapp.canvas`   signatures, ``chain``, ``group``, ``chord``
 * :mod:`hueyapp.result`   ``AsyncResult``, ``GroupResult``
 * :mod:`hueyapp.outcome`  what a finished task leaves in the result store
@@ -25,12 +26,12 @@ Where things live:
 """
 from hueyapp.canvas import chain, chord, group, signature
 from hueyapp.errors import (ChordError, CorruptResultError, HueyappError, PayloadTooLarge,
-                            SerializationError, StorageBusyError, TaskError, TaskRevokedError,
-                            TimeoutError)
+                            ResultNotLoadable, SerializationError, StorageBusyError, TaskError,
+                            TaskRevokedError, TimeoutError)
 from hueyapp.result import AsyncResult, GroupResult
 
 __all__ = [
     'AsyncResult', 'GroupResult', 'chain', 'chord', 'group', 'signature',
-    'ChordError', 'CorruptResultError', 'HueyappError', 'PayloadTooLarge', 'SerializationError',
-    'StorageBusyError', 'TaskError', 'TaskRevokedError', 'TimeoutError',
+    'ChordError', 'CorruptResultError', 'HueyappError', 'PayloadTooLarge', 'ResultNotLoadable',
+    'SerializationError', 'StorageBusyError', 'TaskError', 'TaskRevokedError', 'TimeoutError',
 ]

@@ -14,6 +14,7 @@ from hueyapp.config import Database, Settings, create_queues, storage_options
 from hueyapp.engine import RoutedHuey
 from hueyapp.result import AsyncResult
 from hueyapp.serializer import create_serializer
+from hueyapp.task_options import check_task_options
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
 if TYPE_CHECKING:
@@ -53,12 +54,21 @@ class App:
         """A declared queue's Huey; an unknown name raises ValueError listing the declared ones."""
         return self.default.queue_named(name or self.settings.default_queue)
 
-    def task(self, queue: str | None = None, **options: Any) -> Callable:
-        """Declare a task (Huey's ``task()`` options: retries, retry_delay, priority, name…)."""
+    def task(self, queue: str | Callable | None = None, **options: Any) -> Callable:
+        """Declare a task: ``@app.task``, or ``@app.task(queue=..., retries=..., name=...)``.
+
+        Takes Huey's task options (retries, retry_delay, retry_backoff, priority, context,
+        name, expires, timeout) and ``queue``; ``name=`` is the task's exact name, as in
+        Celery. Any other option raises ``TypeError`` (see :mod:`hueyapp.task_options`).
+        """
+        if callable(queue) and not options:  # bare @app.task
+            return self.task()(queue)
+        check_task_options(options, strict=True, decorator='@app.task()')
         return self.queue(queue).task(**options)
 
     def periodic_task(self, validate_datetime: Callable, queue: str | None = None, **options: Any) -> Callable:
         """Declare a periodic task, e.g. ``@app.periodic_task(crontab(minute='0'))``."""
+        check_task_options(options, strict=True, decorator='@app.periodic_task()')
         return self.queue(queue).periodic_task(validate_datetime, **options)
 
     def import_task_modules(self) -> None:

@@ -21,6 +21,7 @@ from huey.utils import ChordConfig, normalize_expire_time, normalize_time
 
 from hueyapp.result import AsyncResult, GroupResult
 from hueyapp.task import RoutedTask, TaskFunction
+from hueyapp.task_options import check_call_options
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
 if TYPE_CHECKING:
@@ -32,10 +33,7 @@ KNOWN_OPTIONS = frozenset(ROUTING_OPTIONS + START_OPTIONS + ('task_id',))
 
 
 def _check_options(options: dict) -> dict:
-    unknown = set(options) - KNOWN_OPTIONS
-    if unknown:
-        raise TypeError(f'unknown option(s) {", ".join(sorted(unknown))}; '
-                        f'supported: {", ".join(sorted(KNOWN_OPTIONS))}')
+    check_call_options(options, KNOWN_OPTIONS)  # TypeError for one that would do nothing
     return options
 
 

@@ -29,8 +29,9 @@ from huey.utils import SKIPPED, Error, normalize_time
 
 from hueyapp.delivery import AtLeastOnce, current_task, done_key
 from hueyapp.errors import ChordError, CorruptResultError, PayloadTooLarge, SerializationError
-from hueyapp.outcome import Revoked, Stored, failure
+from hueyapp.outcome import Revoked, Stored, failure, unreadable_result
 from hueyapp.storage import SqliteStorage
+from hueyapp.task_options import check_task_options
 from hueyapp.task import TaskFunction
 
 logger = logging.getLogger('hueyapp')
@@ -53,11 +54,19 @@ class RoutedHuey(AtLeastOnce, Huey):
         return TaskFunction
 
     def task(self, *args, **kwargs):
-        """Huey's ``task()``; ``queue=`` (default: this one) says where calls go."""
+        """Huey's ``task()``; ``queue=`` (default: this one) says where calls go.
+
+        Bare ``@huey.task`` works too, as Celery's ``@app.task`` does (Huey's first
+        positional option is ``retries``, never a function). Celery's options that hueyapp
+        does not implement raise ``TypeError`` (see :mod:`hueyapp.task_options`)."""
+        if len(args) == 1 and not kwargs and callable(args[0]):
+            return self.task()(args[0])
+        check_task_options(kwargs, strict=False, decorator='@huey.task()')
         kwargs.setdefault('queue', self.name)
         return super().task(*args, **kwargs)
 
     def periodic_task(self, *args, **kwargs):
+        check_task_options(kwargs, strict=False, decorator='@huey.periodic_task()')
         kwargs.setdefault('queue', self.name)
         return super().periodic_task(*args, **kwargs)
 
@@ -149,9 +158,7 @@ class RoutedHuey(AtLeastOnce, Huey):
         try:
             stored = self.serializer.deserialize(raw)
         except Exception as exc:
-            raise CorruptResultError(
-                f'the stored result of task {key} cannot be read ({exc!r}); it was not written '
-                f'by a hueyapp worker with this serializer and key') from None
+            raise unreadable_result(key, exc) from None
         if not isinstance(stored, Stored) or stored.key != key:
             raise CorruptResultError(f'the stored result of task {key} was written for another key')
         return stored.value

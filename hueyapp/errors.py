@@ -42,6 +42,21 @@ class CorruptResultError(HueyappError):
     """A stored result cannot be read: corrupt, or forged (its signature does not match)."""
 
 
+class BadSignature(ValueError):
+    """The data is not signed with this secret: forged, corrupted, or from another app."""
+
+
+class StaleMessage(BadSignature):
+    """Correctly signed, but longer ago than ``max_age`` allows (a replayed message?)."""
+
+
+class ResultNotLoadable(HueyappError, ImportError):
+    """A stored result is intact, but names a module or class this process cannot import.
+
+    The task returned (or raised with) an object of a class the worker had and this reader
+    has not: import that module here, or have the task return plain data."""
+
+
 class TaskRevokedError(HueyappError):
     """The task was revoked or expired before it ran."""
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from huey.utils import Error
 
-from hueyapp.errors import TaskError
+from hueyapp.errors import BadSignature, CorruptResultError, ResultNotLoadable, TaskError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
 if TYPE_CHECKING:
@@ -71,3 +71,29 @@ def rebuild_exception(metadata: dict[str, Any]) -> BaseException:
     except Exception:
         pass
     return TaskError(type_path, message)
+
+
+def unreadable_result(key: str, exc: Exception) -> Exception:
+    """The error to raise for a stored result of ``key`` that failed to deserialize.
+
+    A result that decodes but names a module or class this process lacks is not corrupt:
+    say what is missing. Only a bad signature or undecodable bytes is ``CorruptResultError``.
+    """
+    if _names_something_missing(exc):
+        return ResultNotLoadable(
+            f'the stored result of task {key} cannot be rebuilt in this process: {exc}. '
+            f'Import that module here, or have the task return plain data')
+    if isinstance(exc, BadSignature):
+        return CorruptResultError(
+            f'the stored result of task {key} fails its signature ({exc}): forged, or '
+            f'written with another HUEYAPP_SECRET_KEY')
+    return CorruptResultError(
+        f'the stored result of task {key} cannot be decoded ({exc!r}): corrupt, or written '
+        f'with another serializer (HUEYAPP_SERIALIZER)')
+
+
+def _names_something_missing(exc: Exception) -> bool:
+    """Whether pickle failed on a module it could not import or a class a module lacks."""
+    # pickle's find_class says "Can't get attribute 'Y' on <module 'x' from '...'>".
+    return isinstance(exc, ImportError) or (
+        isinstance(exc, AttributeError) and str(exc).startswith("Can't get attribute"))

@@ -21,6 +21,11 @@ RoutedMessage.__new__.__defaults__ = (None,) * len(RoutedMessage._fields)
 class RoutingRegistry(Registry):
     """One registry shared by every queue of an app, so any consumer can run any task."""
 
+    def task_to_string(self, task_class: type) -> str:
+        # Extends Registry.task_to_string (module + class name): a task declared with
+        # name= is known by exactly that name, as in Celery (see TaskFunction).
+        return getattr(task_class, 'exact_name', None) or super().task_to_string(task_class)
+
     def create_message(self, task: Task) -> tuple:
         """Huey's message fields, then queue and immutability, as a plain tuple.
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 from huey.serializer import Serializer
 
+from hueyapp.errors import BadSignature, StaleMessage
+
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
 if TYPE_CHECKING:
     from typing import Any
@@ -31,14 +33,6 @@ __all__ = ['BadSignature', 'SignedSerializer', 'StaleMessage', 'create_serialize
 
 
 # -- signing ------------------------------------------------------------------------------
-class BadSignature(ValueError):
-    """The data is not signed with this secret: forged, corrupted, or from another app."""
-
-
-class StaleMessage(BadSignature):
-    """Correctly signed, but longer ago than ``max_age`` allows (a replayed message?)."""
-
-
 _SIGNED_PREFIX = b'hueyapp1:'
 _SIGNED_AT = re.compile(rb'\d+\.\d+\Z')
 _KEY_CONTEXT = b'hueyapp.serializer.SignedSerializer'

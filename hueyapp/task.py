@@ -50,6 +50,7 @@ os.register_at_fork(after_in_child=_fresh_random_words)
 class RoutedTask(Task):
     queue: str | None = None      # class default set by ``@huey.task(queue=...)``
     immutable: bool = False       # ``.si()``: ignores its parent's result
+    exact_name: str | None = None  # ``name=`` given at declaration: the registered name
 
     def create_id(self) -> str:
         """A time-ordered UUID string (version 7, RFC 9562) instead of Huey's random uuid4.
@@ -85,6 +86,8 @@ class TaskFunction(TaskWrapper):
         # by its `validate_datetime` attribute alone.
         if task_base is PeriodicTask:
             task_base = RoutedTask
+        if name:  # Celery's name= is exact; Huey would register '<module>.<name>'
+            settings['exact_name'] = name
         super().__init__(huey, func, context=context, name=name, task_base=task_base, **settings)
         self.name = huey._registry.task_to_string(self.task_class)
         self.__name__ = getattr(func, '__name__', self.name)
