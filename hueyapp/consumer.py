@@ -7,15 +7,21 @@ the file is compacted, at most every ``sweep_interval`` seconds. Extends
 tasks per worker thread at a time (one statement instead of one each); when it stops
 (SIGINT, SIGTERM, or a worker recycled), tasks it still holds go back on the queue at once
 instead of waiting for their lease to lapse. WAL checkpoints run in a thread of their own
-(:mod:`hueyapp.storage.checkpointer`).
+(:mod:`hueyapp.storage.checkpointer`). Extends :class:`huey.consumer.ProcessEnvironment`: the
+interrupt that stops a process worker's running task is a ``WorkerInterrupted``, so that it
+puts the task back, while a ``KeyboardInterrupt`` the task's code raises is its failure.
 """
 from __future__ import annotations
 
+import signal
 import time
 
 from huey.consumer import Consumer as HueyConsumer
+from huey.consumer import ProcessEnvironment as HueyProcessEnvironment
 from huey.consumer import Scheduler as HueyScheduler
 from huey.consumer import Worker as HueyWorker
+
+from hueyapp.delivery import WorkerInterrupted
 
 
 class Scheduler(HueyScheduler):
@@ -52,6 +58,23 @@ class Worker(HueyWorker):
         super().shutdown()
 
 
+class ProcessEnvironment(HueyProcessEnvironment):
+    def init_child(self, process) -> None:
+        # Extends ProcessEnvironment.init_child (in each forked worker), whose handler of the
+        # interrupt signal (SIGTERM) raises KeyboardInterrupt in a running task: it raises
+        # WorkerInterrupted instead, which the task's code cannot be mistaken for.
+        super().init_child(process)
+        raise_interrupt = signal.getsignal(self.interrupt)
+
+        def interrupt(signum, frame) -> None:
+            try:
+                raise_interrupt(signum, frame)
+            except KeyboardInterrupt:
+                raise WorkerInterrupted from None
+
+        signal.signal(self.interrupt, interrupt)
+
+
 class Consumer(HueyConsumer):
     scheduler_class = Scheduler
     worker_class = Worker
@@ -64,6 +87,12 @@ class Consumer(HueyConsumer):
         database = getattr(huey.storage, 'database', None)  # hueyapp's SQLite storage
         if database is not None:
             database.checkpoint_in_background()
+
+    def get_environment(self, worker_type: str):
+        environment = super().get_environment(worker_type)
+        if type(environment) is HueyProcessEnvironment:
+            return ProcessEnvironment(environment.graceful, environment.interrupt)
+        return environment
 
     def run(self) -> None:
         try:

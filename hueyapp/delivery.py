@@ -7,6 +7,11 @@ its reschedule) and the acknowledgement of its delivery commit in one SQLite tra
 A worker that dies before that commit leaves nothing behind: its lease lapses and the task
 runs again elsewhere. A delivery whose task already has an outcome (a replayed or duplicated
 message) is acknowledged without running. Messages that cannot run go to the dead letters.
+
+Whatever a task's code raises is its failure (see ``TaskFunction.create_task``). Only the
+consumer's own interrupt, ``WorkerInterrupted``, puts a running task back on the queue; that
+run still counts as a hand-out, so a task whose runs never end with an outcome, however they
+end, is dead-lettered after ``HUEYAPP_MAX_DELIVERIES`` of them.
 """
 from __future__ import annotations
 
@@ -51,6 +56,12 @@ class LeaseLost(Exception):
     """The delivery being settled is no longer this worker's."""
 
 
+class WorkerInterrupted(KeyboardInterrupt):
+    """The consumer interrupts this worker's running task to stop (SIGTERM in a process
+    worker; see ``hueyapp.consumer.ProcessEnvironment``): the task goes back on its queue.
+    A ``KeyboardInterrupt`` the task's code raises itself is its failure instead."""
+
+
 class AtLeastOnce:
     def _connect_delivery_signals(self) -> None:
         self.signal(S.SIGNAL_INTERRUPTED)(self._mark_interrupted)
@@ -68,7 +79,8 @@ class AtLeastOnce:
             limit = self.app.settings.max_deliveries
             if delivery.deliveries > limit:
                 self._bury(delivery, f'handed out {delivery.deliveries} times (limit {limit}): '
-                                     f'its run keeps killing its worker')
+                                     f'its runs keep ending without an outcome (worker killed, '
+                                     f'stopped or interrupted)')
                 continue
             task = self._read_ahead(delivery)
             if task is None:
@@ -170,7 +182,8 @@ class AtLeastOnce:
         try:
             with self.storage.database.unit_of_work():
                 value = super().execute(task, timestamp)
-                stopping = getattr(task, 'interrupted', False)  # the task goes back on the queue
+                # Interrupted by the consumer's stop: back on the queue, and the run counts.
+                stopping = getattr(task, 'interrupted', False)
                 if not (self.storage.release if stopping else self.storage.ack)(delivery):
                     raise LeaseLost(task.id)
                 if not stopping:

@@ -3,6 +3,8 @@
 A success is the return value itself. A failure is Huey's ``Error(metadata)``; hueyapp adds
 the exception's type path and arguments to the metadata so ``get()`` can raise the task's
 own exception type in another process. A task that never ran leaves a ``Revoked`` marker.
+What a task's code raises that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``…)
+is recorded as it is, and read back as a ``TaskError`` naming it.
 """
 from __future__ import annotations
 
@@ -27,6 +29,18 @@ Revoked = namedtuple('Revoked', ('task_id', 'reason'))
 Stored = namedtuple('Stored', ('key', 'value'))
 
 
+class TaskRaisedBaseException(Exception):
+    """Carries what a task's code raised that is not an ``Exception`` (``SystemExit``,
+    ``KeyboardInterrupt``, ``GeneratorExit``, a ``BaseException`` subclass of its own) through
+    Huey's ``_execute`` as an ordinary failure. Huey would take a ``KeyboardInterrupt`` for its
+    consumer's shutdown and let the others end the worker thread. ``failure`` records the
+    exception carried, not this one."""
+
+    def __init__(self, raised: BaseException) -> None:
+        super().__init__(f'the task raised {raised!r}')
+        self.raised = raised
+
+
 def describe_exception(exc: BaseException, serialize: Callable[[Any], bytes] = pickle.dumps) -> dict[str, Any]:
     """The portable part of an exception: type path, message, and its args if they serialize."""
     exc_type = type(exc)
@@ -45,6 +59,8 @@ def describe_exception(exc: BaseException, serialize: Callable[[Any], bytes] = p
 def failure(task_id: str, exc: BaseException, retries: int = 0,
             serialize: Callable[[Any], bytes] = pickle.dumps) -> Error:
     """A failure outcome for ``exc`` raised (or decided) for ``task_id``, storable by ``serialize``."""
+    if isinstance(exc, TaskRaisedBaseException):
+        exc = exc.raised
     return Error({
         'error': repr(exc),
         'retries': retries,
@@ -54,10 +70,12 @@ def failure(task_id: str, exc: BaseException, retries: int = 0,
     })
 
 
-def rebuild_exception(metadata: dict[str, Any]) -> BaseException:
-    """The task's own exception if its type is already loaded here and accepts its args,
-    else TaskError. Nothing is imported: a stored result must never make a reader run a
-    module's code (a forged row could name any module)."""
+def rebuild_exception(metadata: dict[str, Any]) -> Exception:
+    """The task's own exception if its type is already loaded here, is an ``Exception`` and
+    accepts its args, else TaskError. Nothing is imported: a stored result must never make a
+    reader run a module's code (a forged row could name any module). Nor is a ``SystemExit``,
+    ``KeyboardInterrupt`` or other ``BaseException`` raised again in the reader, where it would
+    stop the process or pass for its own Ctrl-C (Celery reports them as ``WorkerLostError``)."""
     type_path = metadata.get('exc_type') or 'Exception'
     message = metadata.get('exc_message') or metadata.get('error') or ''
     module_name, _, qualname = type_path.rpartition('.')
@@ -65,7 +83,7 @@ def rebuild_exception(metadata: dict[str, Any]) -> BaseException:
         found: Any = sys.modules[module_name or 'builtins']
         for part in qualname.split('.'):
             found = getattr(found, part)
-        if isinstance(found, type) and issubclass(found, BaseException):
+        if isinstance(found, type) and issubclass(found, Exception):
             args = metadata.get('exc_args')
             return found(*args) if args is not None else found(message)
     except Exception:

@@ -15,7 +15,9 @@ from collections.abc import Iterable, Iterator
 
 from huey.api import PeriodicTask, Task, TaskWrapper
 
+from hueyapp.delivery import WorkerInterrupted
 from hueyapp.errors import SerializationError
+from hueyapp.outcome import TaskRaisedBaseException
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
 if TYPE_CHECKING:
@@ -97,14 +99,29 @@ class TaskFunction(TaskWrapper):
         return f'<task {self.name}>'
 
     def create_task(self, func, context=False, name=None, **settings):
-        # Extends TaskWrapper.create_task: a return value that cannot be stored fails the task
-        # (Huey would raise while storing it, after the run, and leave the result missing).
+        # Extends TaskWrapper.create_task, around exactly the task's code:
+        # - whatever that code raises fails the task, even what is not an Exception (Huey
+        #   would take a KeyboardInterrupt for its consumer's shutdown and put the task back,
+        #   for ever, and let a SystemExit end the worker thread with the task's lease held).
+        #   Left as they are: the consumer's own interrupt (the task goes back on its queue),
+        #   and anything in immediate mode, where the task runs in the caller's thread: a
+        #   KeyboardInterrupt there may be the user's Ctrl-C (Celery's eager mode lets them
+        #   through too);
+        # - a return value that cannot be stored fails the task (Huey would raise while
+        #   storing it, after the run, and leave the result missing).
         huey = self.huey
         task_name = name or func.__name__
 
         @functools.wraps(func)
-        def returning_serializable(*args, **kwargs):
-            value = func(*args, **kwargs)
+        def run_task_code(*args, **kwargs):
+            try:
+                value = func(*args, **kwargs)
+            except Exception:
+                raise
+            except BaseException as exc:
+                if huey.immediate or isinstance(exc, WorkerInterrupted):
+                    raise
+                raise TaskRaisedBaseException(exc) from exc
             try:
                 huey.serializer.serialize(value)
             except Exception as exc:
@@ -112,7 +129,7 @@ class TaskFunction(TaskWrapper):
                     f'task {task_name!r} returned a value that cannot be serialized: {exc}') from None
             return value
 
-        return super().create_task(returning_serializable, context, name, **settings)
+        return super().create_task(run_task_code, context, name, **settings)
 
     @property
     def queue(self) -> str:

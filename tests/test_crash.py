@@ -240,7 +240,8 @@ def test_sigterm_puts_the_running_task_back_on_the_queue_at_once(db, consumers, 
     released_after = time.monotonic() - signalled
     assert first.process.wait(10) is not None
     assert released_after < 5, f'released after {released_after:.1f}s (lease is 30 s)'
-    assert query(db, 'select lease_owner, lease_expires, deliveries from task') == [(None, None, 0)]
+    # Back with its hand-out counted: a task put back by every stop is dead-lettered in the end.
+    assert query(db, 'select lease_owner, lease_expires, deliveries from task') == [(None, None, 1)]
     assert huey.pending_count() == 1
     assert 'Put 1 unfinished task(s) back on the queue' in first.log()
 
@@ -254,7 +255,8 @@ def test_sigterm_puts_the_running_task_back_on_the_queue_at_once(db, consumers, 
 @pytest.mark.parametrize('workers', [('-w', '1'), ('-k', 'process', '-w', '1')], ids=['thread', 'process'])
 def test_shutdown_puts_reserved_tasks_back_at_once(db, consumers, events, workers):
     # With HUEYAPP_PREFETCH_MULTIPLIER=4 one worker leases four tasks in one statement and
-    # starts one; at shutdown the three it never started go back with their running mate.
+    # starts one; at shutdown the three it never started go back with their running mate,
+    # given their hand-out back (the running one's counts).
     env = crash_env(events, lease=30)
     for i in range(4):
         crash_slow.delay(f'r{i}', 10.0)
@@ -264,12 +266,12 @@ def test_shutdown_puts_reserved_tasks_back_at_once(db, consumers, events, worker
 
     consumer.process.send_signal(signal.SIGTERM)
     assert consumer.process.wait(10) is not None
-    assert query(db, 'select lease_owner, deliveries from task') == [(None, 0)] * 4
+    assert query(db, 'select lease_owner, deliveries from task order by id') == [(None, 1)] + [(None, 0)] * 3
     assert sum(counts(events, 'start').values()) == 1
 
 
 def test_single_run_task_interrupted_by_sigterm_runs_again_after_restart(db, consumers, events):
-    # The shutdown release puts the task back with its delivery count lowered, and a thread
+    # The shutdown release puts the task back (its run counted, 1 of 5), and a thread
     # worker's interrupted run never leaves its `with lock` block: its lock stays behind.
     env = crash_env(events, lease=30)
     first = consumers(CONSUMER, '-w', '1', '-n', env=env)

@@ -28,6 +28,7 @@ are used as they are. What changes, and why:
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import sqlite3
 import threading
@@ -288,9 +289,12 @@ class SqliteStorage(HueySqliteStorage):
         return count == 1
 
     def release(self, delivery: Delivery) -> bool:
-        """Put an unfinished task back on the queue at once (graceful shutdown)."""
+        """Put an unfinished task back on the queue at once (the consumer stops). A delivery
+        handed to a worker keeps its count (see ``sql.RELEASE``); one still in the reserve
+        gets it back."""
+        statement = sql.RELEASE if self.leases.handed_out(delivery) else sql.RELEASE_UNSTARTED
         self.leases.drop(delivery)
-        _, count = self.database.write(sql.RELEASE, {'id': delivery.row_id, 'owner': delivery.owner})
+        _, count = self.database.write(statement, {'id': delivery.row_id, 'owner': delivery.owner})
         self._wake(f'queue.{delivery.queue}')
         return count == 1
 
@@ -469,7 +473,11 @@ class SqliteStorage(HueySqliteStorage):
 
 class LeaseKeeper:
     """The tasks this process holds (running, or reserved to run next): renews their leases
-    from a daemon thread, and puts them back on their queue at shutdown."""
+    from a daemon thread, and puts them back on their queue at shutdown. A task whose worker
+    thread ended without settling it (a SystemExit outside the task's code, say) goes back on
+    its queue at the next renewal, instead of being renewed for ever."""
+
+    logger = logging.getLogger('hueyapp.storage.leases')
 
     def __init__(self, storage: SqliteStorage) -> None:
         self.storage = storage
@@ -478,18 +486,22 @@ class LeaseKeeper:
     def _reset(self) -> None:
         self._held: dict[int, Delivery] = {}
         self._reserved: collections.deque[Delivery] = collections.deque()
+        self._runners: dict[int, threading.Thread] = {}  # row id: the thread it was handed to
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
     def hold(self, delivery: Delivery | None = None, reserve: Iterable[Delivery] = ()) -> None:
-        """Renew ``delivery`` (being handed out now) and ``reserve`` (handed out later)."""
+        """Renew ``delivery`` (being handed out now, to this thread) and ``reserve`` (handed
+        out later)."""
         if self._pid != os.getpid():
             self._reset()  # forked (process workers): the parent's thread and lock are not ours
         handed_out = () if delivery is None else (delivery,)
         with self._lock:
             for held in (*handed_out, *reserve):
                 self._held[held.row_id] = held
+            if delivery is not None:
+                self._runners[delivery.row_id] = threading.current_thread()
             self._reserved.extend(reserve)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name='hueyapp-lease-keeper',
@@ -500,17 +512,25 @@ class LeaseKeeper:
         return bool(self._reserved)
 
     def take_reserved(self) -> Delivery | None:
-        """The next reserved delivery still held (not released meanwhile), if any."""
+        """The next reserved delivery still held (not released meanwhile), if any, handed
+        out to this thread."""
         with self._lock:
             while self._reserved:
                 delivery = self._reserved.popleft()
                 if self._held.get(delivery.row_id) is delivery:
+                    self._runners[delivery.row_id] = threading.current_thread()
                     return delivery
         return None
+
+    def handed_out(self, delivery: Delivery) -> bool:
+        """Whether ``delivery`` left the reserve for a worker (its run may have started)."""
+        with self._lock:
+            return delivery.row_id in self._runners
 
     def drop(self, delivery: Delivery) -> None:
         with self._lock:
             self._held.pop(delivery.row_id, None)
+            self._runners.pop(delivery.row_id, None)
 
     def held(self) -> list[Delivery]:
         with self._lock:
@@ -527,10 +547,26 @@ class LeaseKeeper:
         """Put every task still held by this process back on its queue (shutdown)."""
         return sum(self.storage.release(delivery) for delivery in self.held())
 
+    def _abandoned(self) -> list[tuple[Delivery, threading.Thread]]:
+        """Deliveries handed to a worker thread that has ended without settling them."""
+        with self._lock:
+            return [(self._held[row_id], runner) for row_id, runner in self._runners.items()
+                    if not runner.is_alive() and row_id in self._held]
+
+    def _release_abandoned(self) -> None:
+        for delivery, runner in self._abandoned():
+            self.logger.warning('Thread %s ended without the outcome of its task of queue %s; '
+                                'the task goes back on the queue', runner.name, delivery.queue)
+            try:
+                self.storage.release(delivery)  # the run counts: see sql.RELEASE
+            except Exception:  # not renewed any more: it runs again once its lease lapses
+                self.drop(delivery)
+
     def _run(self) -> None:
         interval = self.storage.lease_seconds / 3
         while True:
             time.sleep(interval)
+            self._release_abandoned()
             held = self.held()
             if not held:
                 continue

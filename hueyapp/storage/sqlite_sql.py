@@ -79,8 +79,11 @@ LEASE = (
 LEASE_UNLESS_INBOX = LEASE.replace('where id in', f'where not ({INBOX_HAS_ROWS}) and id in')
 RENEW = 'update task set lease_expires = :expires where id = :id and lease_owner = :owner'
 ACK = 'delete from task where id = :id and lease_owner = :owner'
-# Back on the queue at once (graceful shutdown): the interrupted run does not count.
-RELEASE = (
+# Back on the queue at once (the consumer stops, or the worker thread is gone). The run that
+# was interrupted keeps its hand-out: a task whose runs keep ending this way is dead-lettered.
+RELEASE = 'update task set lease_owner = null, lease_expires = null where id = :id and lease_owner = :owner'
+# Back on the queue at once, leased ahead but never handed to a worker: its hand-out is given back.
+RELEASE_UNSTARTED = (
     'update task set lease_owner = null, lease_expires = null, '
     'deliveries = max(deliveries - 1, 0) where id = :id and lease_owner = :owner')
 FREE_COUNT = (
