@@ -25,12 +25,12 @@ Where things live:
 """
 from hueyapp.canvas import chain, chord, group, signature
 from hueyapp.errors import (ChordError, CorruptResultError, HueyappError, PayloadTooLarge,
-                            SerializationError, StorageBusyError, TaskError, TaskRevokedError,
-                            TimeoutError)
+                            SerializationError, StorageBusyError, StorageFullError, TaskError,
+                            TaskRevokedError, TimeoutError)
 from hueyapp.result import AsyncResult, GroupResult
 
 __all__ = [
     'AsyncResult', 'GroupResult', 'chain', 'chord', 'group', 'signature',
     'ChordError', 'CorruptResultError', 'HueyappError', 'PayloadTooLarge', 'SerializationError',
-    'StorageBusyError', 'TaskError', 'TaskRevokedError', 'TimeoutError',
+    'StorageBusyError', 'StorageFullError', 'TaskError', 'TaskRevokedError', 'TimeoutError',
 ]
