@@ -26,12 +26,14 @@ Where things live:
 """
 from hueyapp.canvas import chain, chord, group, signature
 from hueyapp.errors import (ChordError, CorruptResultError, HueyappError, PayloadTooLarge,
-                            ResultNotLoadable, SerializationError, StorageBusyError, TaskError,
+                            ResultNotLoadable, SerializationError, StorageBusyError,
+                            StorageFullError, TaskError,
                             TaskRevokedError, TimeoutError)
 from hueyapp.result import AsyncResult, GroupResult
 
 __all__ = [
     'AsyncResult', 'GroupResult', 'chain', 'chord', 'group', 'signature',
     'ChordError', 'CorruptResultError', 'HueyappError', 'PayloadTooLarge', 'ResultNotLoadable',
-    'SerializationError', 'StorageBusyError', 'TaskError', 'TaskRevokedError', 'TimeoutError',
+    'SerializationError', 'StorageBusyError', 'StorageFullError', 'TaskError', 'TaskRevokedError',
+    'TimeoutError',
 ]

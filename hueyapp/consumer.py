@@ -22,6 +22,7 @@ from huey.consumer import Scheduler as HueyScheduler
 from huey.consumer import Worker as HueyWorker
 
 from hueyapp.delivery import WorkerInterrupted
+from hueyapp.errors import StorageFullError
 
 
 class Scheduler(HueyScheduler):
@@ -40,6 +41,8 @@ class Scheduler(HueyScheduler):
             try:
                 swept = self.huey.storage.purge_expired()
                 self.huey.storage.compact()
+            except StorageFullError:
+                pass  # the storage logs a full disk once per episode; the next sweep tries again
             except Exception:
                 self._logger.exception('Error sweeping expired results.')
             else:

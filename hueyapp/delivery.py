@@ -26,7 +26,7 @@ from huey import signals as S
 from huey.api import Task
 from huey.constants import EmptyData
 
-from hueyapp.errors import StorageBusyError
+from hueyapp.errors import StorageBusyError, StorageFullError
 from hueyapp.outcome import failure
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING; typing itself would cost every worker 0.5 MB
@@ -198,6 +198,10 @@ class AtLeastOnce:
             # The file stayed locked past HUEYAPP_BUSY_TIMEOUT and the outcome was rolled back:
             # stop renewing the lease, so the task runs again once it lapses. Nothing is lost.
             logger.exception('Could not record the outcome of %s; it will run again', task)
+            self.storage.leases.drop(delivery)
+            return None
+        except StorageFullError:
+            # The same on a full disk, which the storage logs once per episode, not per task.
             self.storage.leases.drop(delivery)
             return None
         except Exception as exc:

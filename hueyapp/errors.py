@@ -26,6 +26,21 @@ class StorageBusyError(HueyappError):
     """The database stayed locked by another process for longer than ``HUEYAPP_BUSY_TIMEOUT``."""
 
 
+class StorageFullError(HueyappError):
+    """The database's disk is full: SQLite rolled the write back whole, so nothing of it was
+    stored (no task enqueued, no result written). Workers wait and resume by themselves once
+    there is space again; a producer may retry the call then."""
+
+    def __init__(self, path: str, sqlite_error: str) -> None:
+        super().__init__(path, sqlite_error)
+        self.path = path                  # the database file
+        self.sqlite_error = sqlite_error  # SQLite's own words, e.g. 'database or disk is full'
+
+    def __str__(self) -> str:
+        return (f'cannot write to {self.path}: its disk is full (SQLite: {self.sqlite_error}); '
+                f'nothing of this write was stored, no task enqueued: free space on that disk')
+
+
 class TaskError(HueyappError):
     """A task failed with an exception this process cannot rebuild; carries its type and text."""
 

@@ -9,10 +9,12 @@ a thread's writes join the thread's open unit of work whichever storage makes th
 
 ``database is locked`` never reaches callers while the lock frees within ``busy_timeout``:
 a bounded retry loop waits instead of SQLite's busy handler (see :meth:`SqliteDatabase.retry`);
-past that, :class:`StorageBusyError` says so plainly.
+past that, :class:`StorageBusyError` says so plainly. A full disk raises
+:class:`StorageFullError`, logged once per episode (see :meth:`SqliteDatabase.disk_full`).
 """
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from hueyapp.errors import StorageBusyError
+from hueyapp.errors import StorageBusyError, StorageFullError
 from hueyapp.storage import sqlite_sql as sql
 from hueyapp.storage.checkpointer import Checkpointer
 from hueyapp.storage.wakeup import Wakeups
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar
 
     T = TypeVar('T')
+
+logger = logging.getLogger('hueyapp.storage')
 
 _databases: dict[tuple[str, bool], 'SqliteDatabase'] = {}
 _databases_lock = threading.Lock()
@@ -69,6 +73,36 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     message = str(exc)
     return 'locked' in message or 'busy' in message
+
+
+SQLITE_IOERR = 10  # primary result codes (sqlite3.h); an extended code keeps one in its low byte
+SQLITE_FULL = 13
+# Free bytes below which a disk I/O error is taken for a full disk: SQLite grows the -shm
+# index 32 KiB at a time.
+NO_ROOM_BYTES = 64 * 1024
+
+
+def _is_disk_full(exc: sqlite3.OperationalError, path: str) -> bool:
+    """Whether SQLite failed for lack of space: SQLITE_FULL ("database or disk is full"), or a
+    disk I/O error while the file's disk has no room left. The second is how a process that
+    opens the file on a full disk fails, reads included: the -shm index cannot grow
+    (SQLITE_IOERR_SHMSIZE)."""
+    code = getattr(exc, 'sqlite_errorcode', None)  # Python 3.11+; before, only the message
+    if code is None:
+        message = str(exc)
+        full, io_error = 'database or disk is full' in message, 'disk I/O error' in message
+    else:
+        full, io_error = code & 0xff == SQLITE_FULL, code & 0xff == SQLITE_IOERR
+    return full or (io_error and _free_bytes(path) < NO_ROOM_BYTES)
+
+
+def _free_bytes(path: str) -> int:
+    """Free bytes on the disk of ``path``'s directory (a large number when unknown)."""
+    import shutil  # only ever on an error path
+    try:
+        return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except (OSError, ValueError):
+        return 1 << 62
 
 
 class _ThreadState(threading.local):
@@ -120,6 +154,18 @@ class SqliteDatabase:
     # less in an idle worker than 256 KiB.
     cache_kib = 64
     synchronous = 'normal'  # no fsync per commit: survives kill -9, not power loss ('full' does)
+    # A WAL that outgrew this (checkpoints held off by readers) is cut back to it when it
+    # starts over, instead of keeping its largest size on disk for good.
+    wal_size_limit = 2 * checkpoint_bytes
+    # Short of space (see disk_full): checkpoint when the WAL holds this much, at most every
+    # short_checkpoint_pause, and TRUNCATE it, so that what a drain writes goes back to the
+    # disk at once instead of piling up to checkpoint_bytes in a WAL the disk cannot hold.
+    short_checkpoint_bytes = 128 * 1024
+    short_checkpoint_pause = 0.01
+    # Free bytes past which a process that found its disk full checkpoints as usual again.
+    room_to_pace = 4 * checkpoint_bytes
+    # A full disk is logged at most this often (seconds): once per episode, whatever the retries.
+    full_log_interval = 60.0
 
     def __init__(self, target: str, uri: bool, busy_timeout: float = 60.0) -> None:
         self.target = target
@@ -135,11 +181,15 @@ class SqliteDatabase:
         # Pacing needs the WAL's frame count, which the probe reads; elsewhere SQLite paces.
         self.paces_checkpoints = self.write_lock is not None and self.write_lock.supported
         self.checkpoint_frames = 0  # checkpoint_bytes in pages, known once connected
+        self.short_checkpoint_frames = 0  # short_checkpoint_bytes likewise
         self._next_checkpoint = 0.0  # time.monotonic() before which none is tried
         self.background_checkpoints = False  # see checkpoint_in_background()
         self._checkpointer: Checkpointer | None = None  # started at the first checkpoint due
         self._checkpointer_lock = threading.Lock()
         self.maintaining = False  # this process's sweep is writing (see maintenance())
+        self.short_of_space = False  # this process found the disk full (see disk_full())
+        self.full_since: float | None = None  # time.monotonic() of this episode's first error
+        self._next_full_log = 0.0
 
     def checkpoint_in_background(self) -> None:
         """From now on the paced checkpoints run in a thread of their own (consumers; see
@@ -161,18 +211,31 @@ class SqliteDatabase:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.target, uri=self.uri, timeout=self.lock_wait,
                                isolation_level=None, check_same_thread=False)
+        try:
+            self._configure(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        if not conn.execute('pragma page_count').fetchone()[0]:
+            # page_size and auto_vacuum only take on a new database, before its first table
+            # and the switch to WAL. On an existing one, setting auto_vacuum writes a page
+            # each time, which a full disk refuses: no connection could be opened then.
+            if not self.uri:
+                conn.execute(f'pragma page_size = {self.page_bytes}')
+            conn.execute(sql.AUTO_VACUUM)
         if not self.uri:
-            # page_size and auto_vacuum only take on a new file, before the switch to WAL.
-            conn.execute(f'pragma page_size = {self.page_bytes}')
-            conn.execute('pragma auto_vacuum = incremental')
             conn.execute('pragma journal_mode = wal')
             conn.execute(f'pragma synchronous = {self.synchronous}')
             page_bytes = conn.execute('pragma page_size').fetchone()[0]
             self.checkpoint_frames = self.checkpoint_bytes // page_bytes
+            self.short_checkpoint_frames = self.short_checkpoint_bytes // page_bytes
             autocheckpoint = 0 if self.paces_checkpoints else self.checkpoint_frames
             conn.execute(f'pragma wal_autocheckpoint = {autocheckpoint}')
+            conn.execute(f'pragma journal_size_limit = {self.wal_size_limit}')
             conn.execute(f'pragma cache_size = -{self.cache_kib}')
-        return conn
 
     def close(self) -> None:
         """Close this thread's connection (others close with their threads)."""
@@ -201,6 +264,7 @@ class SqliteDatabase:
                 return operation()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
+                    self.raise_if_full(exc)
                     raise
                 # Kept with its traceback, it would sit in a reference cycle with this frame:
                 # one for the garbage collector per refused write.
@@ -293,8 +357,9 @@ class SqliteDatabase:
         self._begin()
         try:
             yield self.connection.cursor()
-        except BaseException:
+        except BaseException as exc:
             self._end('rollback')
+            self.raise_if_full(exc)
             raise
         self._end('commit')
 
@@ -305,12 +370,68 @@ class SqliteDatabase:
     def _end(self, verb: str) -> None:
         state = self._local
         state.in_transaction = False
-        self.connection.execute(verb)
         callbacks, state.after_commit = state.after_commit, []
-        if verb == 'commit':
-            for callback in callbacks:
-                callback()
-            self._checkpoint_if_due()
+        if verb == 'rollback':
+            self._rollback()
+            return
+        try:
+            self.connection.execute('commit')
+        except BaseException as exc:
+            self._rollback()  # a COMMIT that failed may leave its transaction open
+            self.raise_if_full(exc)
+            raise
+        for callback in callbacks:
+            callback()
+        self._checkpoint_if_due()
+
+    def _rollback(self) -> None:
+        # After some errors (a full disk, an I/O error) SQLite has rolled the transaction back
+        # by itself; a ROLLBACK would then fail with "cannot rollback - no transaction is
+        # active" and hide the error that mattered.
+        conn = self.connection
+        if conn.in_transaction:
+            conn.execute('rollback')
+
+    # -- a full disk ------------------------------------------------------------------
+    def raise_if_full(self, exc: BaseException) -> None:
+        """Raise :class:`StorageFullError` from ``exc`` if it is SQLite failing for lack of
+        space (see :meth:`disk_full`); else return. Only ever called on an error path."""
+        if isinstance(exc, sqlite3.OperationalError) and _is_disk_full(exc, self.target):
+            raise self.disk_full(exc) from exc
+
+    def disk_full(self, exc: sqlite3.OperationalError) -> StorageFullError:
+        """Note a write that failed for lack of space, and return the error to raise.
+
+        Logs SQLite's error once per episode (at most every ``full_log_interval``), not once
+        per retry. From now on this process is *short of space*: it checkpoints small WALs
+        often and truncates them (see ``short_checkpoint_bytes``) until the disk has room
+        again, and a consumer asks for a checkpoint at once, to give the WAL's space back.
+        """
+        error = StorageFullError(self.target, str(exc))
+        now = time.monotonic()
+        if self.full_since is None and now >= self._next_full_log:
+            self.full_since = now
+            self._next_full_log = now + self.full_log_interval
+            logger.error('%s. Writes are retried, and workers resume by themselves once there '
+                         'is space (logged once per %gs at most)', error, self.full_log_interval)
+        self.short_of_space = True
+        if self.background_checkpoints and now >= self._next_checkpoint:
+            # Even a WAL of few committed frames may hold many blocks that a rolled-back
+            # write took: TRUNCATE gives them back.
+            self._next_checkpoint = now + self.short_checkpoint_pause
+            self._background_checkpointer().request()
+        return error
+
+    def free_bytes(self) -> int:
+        """Free bytes on the file's disk now."""
+        return _free_bytes(self.target)
+
+    def space_again(self) -> None:
+        """A write succeeded after a full disk: say so, once for the logged episode."""
+        since, self.full_since = self.full_since, None
+        if since is not None:
+            logger.warning('%s: writes succeed again, %.1fs after the disk was found full',
+                           self.target, time.monotonic() - since)
 
     def _checkpoint_if_due(self) -> None:
         """After a commit: fold the WAL into the file if it holds ``checkpoint_bytes`` or
@@ -322,8 +443,10 @@ class SqliteDatabase:
         now = time.monotonic()
         if now < self._next_checkpoint:
             return
-        self._next_checkpoint = now + self.checkpoint_pause
-        if self.write_lock.wal_frames() < self.checkpoint_frames:
+        short = self.short_of_space
+        self._next_checkpoint = now + (self.short_checkpoint_pause if short else self.checkpoint_pause)
+        due_frames = self.short_checkpoint_frames if short else self.checkpoint_frames
+        if self.write_lock.wal_frames() < due_frames:
             return
         if self.background_checkpoints:
             self._background_checkpointer().request()
@@ -337,19 +460,26 @@ class SqliteDatabase:
             return self._checkpointer
 
     def checkpoint(self) -> None:
-        """PASSIVE, then RESTART (see ``restart_wait_ms``); skipped if another process is at it."""
+        """PASSIVE, then RESTART (see ``restart_wait_ms``), or TRUNCATE while short of space;
+        skipped if another process is at it."""
         conn = self.connection
         try:
             conn.execute(sql.CHECKPOINT_PASSIVE).fetchall()
             self._restart_wal(conn)
         except sqlite3.OperationalError:
-            pass  # another process is checkpointing: the next commit past the pause tries again
+            # Another process is checkpointing, or the file cannot grow by what the WAL holds
+            # (a full disk): the next commit past the pause tries again.
+            return
+        if self.short_of_space and _free_bytes(self.target) >= self.room_to_pace:
+            self.short_of_space = False
 
     def _restart_wal(self, conn: sqlite3.Connection) -> None:
         # RESTART waits in SQLite's busy handler, which this database leaves off elsewhere.
+        # TRUNCATE does the same, then gives the WAL's blocks back to the disk.
+        restart = sql.CHECKPOINT if self.short_of_space else sql.CHECKPOINT_RESTART
         conn.execute(f'pragma busy_timeout = {self.restart_wait_ms}')
         try:
-            conn.execute(sql.CHECKPOINT_RESTART).fetchall()
+            conn.execute(restart).fetchall()
         finally:
             conn.execute(f'pragma busy_timeout = {int(self.lock_wait * 1000)}')
 
@@ -410,6 +540,8 @@ class UnitOfWork:
             state.unit_depth -= 1
             if not state.unit_depth:
                 state.after_commit = []
+        if exc is not None:  # a write of the unit failed for lack of space: say so plainly
+            self.database.raise_if_full(exc)
 
 
 class Suspension:

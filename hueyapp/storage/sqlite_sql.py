@@ -58,11 +58,26 @@ CREATE_DEAD_LETTERS = (
 ENQUEUE = 'insert into hueyapp_inbox (queue, data, priority) values (?, ?, ?)'
 INBOX_HAS_ROWS = 'select exists (select 1 from hueyapp_inbox)'
 # In the inbox's order (rowid), so ``task.id`` keeps the order of the enqueues; then empty it
-# (a DELETE without WHERE drops its pages at once). Both in one transaction with the lease.
+# (a DELETE without WHERE drops its pages at once). Both in one transaction with the lease,
+# when the inbox holds no more than one chunk (SqliteStorage.fold_chunk rows).
 FOLD_INBOX = (
     'insert into task (queue, data, priority) '
     'select queue, data, priority from hueyapp_inbox order by rowid')
 EMPTY_INBOX = 'delete from hueyapp_inbox'
+# A larger inbox moves a chunk per transaction, oldest first: rows up to rowid :last.
+# Two subqueries, so that each of min() and max() reads one end of the b-tree, not the table.
+INBOX_ROWIDS = ('select (select min(rowid) from hueyapp_inbox), '
+                '(select max(rowid) from hueyapp_inbox)')
+FOLD_INBOX_UP_TO = (
+    'insert into task (queue, data, priority) '
+    'select queue, data, priority from hueyapp_inbox where rowid <= :last order by rowid')
+EMPTY_INBOX_UP_TO = 'delete from hueyapp_inbox where rowid <= :last'
+# Short of space: the last rowid of the oldest rows (at most :rows) whose data fits in :budget
+# bytes. length() of a blob reads its size from the row header, not the blob.
+INBOX_CHUNK_END = (
+    'select max(rowid) from (select rowid, sum(length(data)) over (order by rowid) as bytes '
+    'from (select rowid, data from hueyapp_inbox order by rowid limit :rows)) '
+    'where bytes <= :budget')
 FREE = '(lease_expires is null or lease_expires <= :now)'
 # Whether the inbox has rows (of any queue: the lease moves them all, then leases its own),
 # and whether the queue has a free task; the lease reuses the first instead of reading again.
